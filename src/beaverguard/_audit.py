@@ -1,0 +1,106 @@
+"""Audit records: one per decision, to a JSON Lines file and the ``beaverguard.audit`` logger.
+
+User text appears only as the policy says: verbatim, as a SHA-256 digest, or
+not at all. Writes go through one background thread, so the event loop never
+waits on the disk and concurrent writers never interleave lines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from beaverguard._policy import AuditPolicy
+from beaverguard._types import Decision
+
+__all__ = ["Auditor", "record"]
+
+logger = logging.getLogger("beaverguard.audit")
+
+
+def _content(text: str | None, mode: str) -> str | None:
+    if text is None or mode == "none":
+        return None
+    if mode == "hash":
+        return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return text
+
+
+def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response: str | None) -> dict[str, Any]:
+    """Build the audit record of one decision."""
+    rec: dict[str, Any] = {
+        "time": time.time(),
+        "request_id": decision.request_id,
+        "rail": decision.rail,
+        "action": decision.action.value,
+        "categories": list(decision.categories),
+        "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+        "latency_ms": round(decision.latency_ms, 2),
+        "error": decision.error,
+    }
+    if policy.content != "none":
+        rec["prompt"] = _content(prompt, policy.content)
+        if decision.rail == "output":
+            rec["response"] = _content(response, policy.content)
+    rec.update(decision.extra)
+    return rec
+
+
+class Auditor:
+    """Writes records in the background; :meth:`close` (also run at exit) flushes them."""
+
+    def __init__(self, policy: AuditPolicy) -> None:
+        self.policy = policy
+        self._queue: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.sinks: list = []  # extra callables (plugins): each gets every record
+
+    def emit(self, decision: Decision, prompt: str | None, response: str | None) -> None:
+        if decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None:
+            return
+        rec = record(decision, self.policy, prompt, response)
+        if self.policy.log:
+            logger.info("%s %s %s", rec["rail"], rec["action"], json.dumps(rec))
+        for sink in self.sinks:
+            try:
+                sink(rec)
+            except Exception:  # a broken sink must not break the guard
+                logger.exception("audit sink %r failed", sink)
+        if self.policy.path is not None:
+            self._start()
+            self._queue.put(rec)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write, name="beaverguard-audit", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+
+    def _write(self) -> None:
+        path = Path(self.policy.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            while True:
+                rec = self._queue.get()
+                if rec is None:
+                    break
+                f.write(json.dumps(rec) + "\n")
+                if self._queue.empty():
+                    f.flush()
+
+    def close(self) -> None:
+        """Flush pending records and stop the writer thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()

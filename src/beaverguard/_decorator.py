@@ -1,0 +1,127 @@
+"""``@guard.protect`` and ``@guarded(...)``: guard a chat handler by decorating it.
+
+The prompt is found by parameter name (``prompt_arg``, else one of the usual
+names), else the first string argument, else the first list of messages. Sync
+and async functions are checked on both rails; sync and async generators
+stream through the incremental output rail.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from beaverguard._messages import prompt_of
+from beaverguard._streaming import aguard_stream, guard_stream
+
+if TYPE_CHECKING:
+    from beaverguard._guard import Guard
+    from beaverguard._policy import Policy
+
+__all__ = ["protect", "guarded"]
+
+PROMPT_NAMES = ("prompt", "message", "messages", "query", "question", "text", "input", "user_input")
+
+
+def _locate(sig: inspect.Signature, prompt_arg: str | None, args: tuple, kwargs: dict) -> str:
+    """Name of the argument that holds the prompt."""
+    bound = sig.bind_partial(*args, **kwargs)
+    if prompt_arg is not None:
+        if prompt_arg not in bound.arguments:
+            raise TypeError(f"guarded handler called without its prompt argument {prompt_arg!r}")
+        return prompt_arg
+    for name in PROMPT_NAMES:
+        if name in bound.arguments:
+            return name
+    for name, value in bound.arguments.items():
+        if isinstance(value, str):
+            return name
+    for name, value in bound.arguments.items():
+        if isinstance(value, list | tuple) and value:
+            try:
+                prompt_of(value)
+                return name
+            except (TypeError, ValueError):
+                continue
+    raise TypeError("cannot find the prompt among the handler's arguments; pass prompt_arg= to the decorator")
+
+
+def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | None = None) -> Any:
+    """Guard ``func``; used as ``@guard.protect`` or ``@guard.protect(prompt_arg="q")``."""
+    if func is None:
+        return functools.partial(protect, guard, prompt_arg=prompt_arg)
+    sig = inspect.signature(func)
+
+    def split(args: tuple, kwargs: dict) -> tuple[inspect.BoundArguments, str, Any]:
+        name = _locate(sig, prompt_arg, args, kwargs)
+        bound = sig.bind(*args, **kwargs)
+        return bound, name, bound.arguments[name]
+
+    def call_with(bound: inspect.BoundArguments, name: str, value: Any) -> tuple[tuple, dict]:
+        bound.arguments[name] = value
+        return bound.args, bound.kwargs
+
+    if inspect.isasyncgenfunction(func):
+        @functools.wraps(func)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound, name, prompt = split(args, kwargs)
+            rid = uuid.uuid4().hex
+            verdict = await guard.check_input(prompt, request_id=rid)
+            if verdict.blocked:
+                yield guard.blocked_reply(verdict)
+                return
+            a, k = call_with(bound, name, guard.apply_input(prompt, verdict))
+            async for chunk in aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid):
+                yield chunk
+        return agen_wrapper
+
+    if inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound, name, prompt = split(args, kwargs)
+            rid = uuid.uuid4().hex
+            verdict = guard.check_input_sync(prompt, request_id=rid)
+            if verdict.blocked:
+                yield guard.blocked_reply(verdict)
+                return
+            a, k = call_with(bound, name, guard.apply_input(prompt, verdict))
+            yield from guard_stream(guard, prompt_of(prompt), func(*a, **k), rid)
+        return gen_wrapper
+
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound, name, prompt = split(args, kwargs)
+
+            async def call(value: Any) -> Any:
+                a, k = call_with(bound, name, value)
+                return await func(*a, **k)
+
+            return await guard.run(call, prompt)
+        return async_wrapper
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound, name, prompt = split(args, kwargs)
+
+        def call(value: Any) -> Any:
+            a, k = call_with(bound, name, value)
+            return func(*a, **k)
+
+        return guard.run_sync(call, prompt)
+    return sync_wrapper
+
+
+def guarded(func: Callable | None = None, *, policy: Policy | str | Path | None = None,
+            model: str | Path | None = None, prompt_arg: str | None = None, guard: Guard | None = None) -> Any:
+    """Decorator that builds a :class:`Guard` from ``policy`` (or uses ``guard``) and protects a handler."""
+    from beaverguard._guard import Guard
+
+    g = guard or Guard(policy, model=model)
+    if func is None:
+        return functools.partial(protect, g, prompt_arg=prompt_arg)
+    return protect(g, func, prompt_arg=prompt_arg)

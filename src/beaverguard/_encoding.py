@@ -1,0 +1,96 @@
+"""Turn exchanges into model inputs with the `tokenizers` library alone.
+
+Layout (the same in training and scoring): a prompt alone is one sequence,
+``[CLS] prompt [SEP]``; a prompt with a response is a BERT sentence pair,
+``[CLS] prompt [SEP] response [SEP]`` with token types 0 and 1.
+
+Text longer than the model's window is not truncated away: it is cut into
+overlapping windows, each scored, so harmful text late in a long message is
+still seen. A response's windows each carry the end of the prompt (the question
+usually comes last), because the output rail judges a response with its prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+__all__ = ["Encoder", "Window"]
+
+#: (token ids, token type ids) of one model input.
+Window = tuple[list[int], list[int]]
+
+PROMPT_CONTEXT = 64  # prompt tokens kept beside each window of a long response
+OVERLAP = 32         # tokens shared by neighbouring windows
+
+
+class Encoder:
+    """Tokenize exchanges into windows of at most ``max_length`` tokens."""
+
+    def __init__(self, tokenizer_file: str | Path, max_length: int) -> None:
+        self.max_length = max_length
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.cls = self.tokenizer.token_to_id("[CLS]")
+        self.sep = self.tokenizer.token_to_id("[SEP]")
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        # Training encodes through the tokenizer's own post-processor, truncating longest-first.
+        self._truncating = Tokenizer.from_file(str(tokenizer_file))
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(max_length=max_length, strategy="longest_first")
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str | None]) -> list[Encoding]:
+        """Encode exchanges truncated to one window each (the training layout)."""
+        inputs = [p if r is None else (p, r) for p, r in zip(prompts, responses)]
+        return self._truncating.encode_batch(inputs)
+
+    def windows(self, prompts: Sequence[str], responses: Sequence[str | None],
+                max_tokens: int | None = None) -> list[list[Window]]:
+        """Windows of each exchange, at least one each; ``max_tokens`` caps the text scored."""
+        texts = list(prompts) + [r or "" for r in responses]
+        pieces = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        out = []
+        for i, response in enumerate(responses):
+            p, r = pieces[i], pieces[len(prompts) + i]
+            if max_tokens is not None:
+                p, r = p[:max_tokens], r[:max_tokens]
+            out.append(self._prompt_windows(p) if response is None else self._pair_windows(p, r))
+        return out
+
+    def _prompt_windows(self, p: list[int]) -> list[Window]:
+        size = self.max_length - 2
+        return [([self.cls, *w, self.sep], [0] * (len(w) + 2)) for w in _spans(p, size)]
+
+    def _pair_windows(self, p: list[int], r: list[int]) -> list[Window]:
+        if len(p) + len(r) + 3 > self.max_length:
+            p = p[-min(PROMPT_CONTEXT, self.max_length // 4):]
+        head = [self.cls, *p, self.sep]
+        size = self.max_length - len(head) - 1
+        return [(head + w + [self.sep], [0] * len(head) + [1] * (len(w) + 1)) for w in _spans(r, size)]
+
+    def pad(self, windows: Sequence[Window | Encoding]) -> dict[str, np.ndarray]:
+        """Pad a batch to its longest member; returns int64 arrays keyed like BERT inputs."""
+        pairs = [(w.ids, w.type_ids) if isinstance(w, Encoding) else w for w in windows]
+        width = max(len(ids) for ids, _ in pairs)
+        n = len(pairs)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for i, (tok, typ) in enumerate(pairs):
+            ids[i, : len(tok)] = tok
+            mask[i, : len(tok)] = 1
+            types[i, : len(tok)] = typ
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _spans(tokens: list[int], size: int) -> list[list[int]]:
+    """Cut ``tokens`` into windows of ``size`` that overlap and reach the end; one (maybe empty) at least."""
+    if len(tokens) <= size:
+        return [tokens]
+    step = size - min(OVERLAP, size // 4)
+    starts = [*range(0, len(tokens) - size, step), len(tokens) - size]
+    return [tokens[s:s + size] for s in starts]

@@ -1,0 +1,111 @@
+"""Find the text to judge in what chat code passes around, and put rewritten text back.
+
+Accepted inputs: a string; a list of messages (LangChain messages, OpenAI-style
+``{"role", "content"}`` dicts, or ``(role, text)`` tuples); a LangChain
+``PromptValue``. Content may be a string or a list of content blocks; only the
+text blocks are judged. Outputs: a string, a message, a dict with ``content``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["prompt_of", "with_prompt", "text_of", "with_text"]
+
+_USER_ROLES = {"user", "human"}
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and block.get("type", "text") == "text" and "text" in block:
+                parts.append(str(block["text"]))
+        return "\n".join(parts)
+    raise TypeError(f"cannot read text from message content of type {type(content).__name__}")
+
+
+def _role_and_content(message: Any) -> tuple[str, Any]:
+    if isinstance(message, Mapping):
+        return str(message.get("role", "")), message.get("content")
+    if isinstance(message, tuple) and len(message) == 2:
+        return str(message[0]), message[1]
+    if hasattr(message, "content") and hasattr(message, "type"):  # LangChain BaseMessage
+        return str(message.type), message.content
+    raise TypeError(f"not a chat message: {type(message).__name__}")
+
+
+def _messages(value: Any) -> list | None:
+    if hasattr(value, "to_messages"):  # LangChain PromptValue
+        return list(value.to_messages())
+    if isinstance(value, list | tuple) and not (isinstance(value, tuple) and len(value) == 2
+                                                and isinstance(value[0], str)):
+        return list(value)
+    return None
+
+
+def prompt_of(value: Any) -> str:
+    """The text a user asked: the string itself, or the last user message of a conversation."""
+    if isinstance(value, str):
+        return value
+    messages = _messages(value)
+    if messages is None:
+        if isinstance(value, Mapping) or hasattr(value, "content"):
+            return _content_text(_role_and_content(value)[1])
+        raise TypeError(f"cannot find a prompt in {type(value).__name__}; pass a str, messages or a PromptValue")
+    for message in reversed(messages):
+        role, content = _role_and_content(message)
+        if role in _USER_ROLES:
+            return _content_text(content)
+    if messages:  # no user message: judge the last one, whatever its role
+        return _content_text(_role_and_content(messages[-1])[1])
+    raise ValueError("empty message list: there is no prompt to judge")
+
+
+def _replace_content(message: Any, text: str) -> Any:
+    if isinstance(message, Mapping):
+        return {**message, "content": text}
+    if isinstance(message, tuple):
+        return (message[0], text)
+    return message.model_copy(update={"content": text})
+
+
+def with_prompt(value: Any, text: str) -> Any:
+    """``value`` with its prompt replaced by ``text`` (same shape as given)."""
+    if isinstance(value, str):
+        return text
+    messages = _messages(value)
+    if messages is None:
+        return _replace_content(value, text)
+    for i in range(len(messages) - 1, -1, -1):
+        if _role_and_content(messages[i])[0] in _USER_ROLES:
+            break
+    else:
+        i = len(messages) - 1
+    messages[i] = _replace_content(messages[i], text)
+    return messages
+
+
+def text_of(reply: Any) -> str:
+    """The text of a model's reply: a string, a message, a message chunk or a dict with content."""
+    if isinstance(reply, str):
+        return reply
+    if isinstance(reply, Mapping):
+        return _content_text(reply.get("content"))
+    if hasattr(reply, "content"):
+        return _content_text(reply.content)
+    raise TypeError(f"cannot read the text of a reply of type {type(reply).__name__}")
+
+
+def with_text(reply: Any, text: str) -> Any:
+    """``reply`` with its text replaced (a string stays a string, a message stays a message)."""
+    if isinstance(reply, str):
+        return text
+    return _replace_content(reply, text)

@@ -1,0 +1,173 @@
+"""Model directories and the ONNX scorer.
+
+A model directory is described by data, not code: ``beaverguard.json`` names the
+labels in output order, the window length, the input layout and the calibrated
+default thresholds; ``model.onnx`` and ``tokenizer.json`` sit beside it. Only
+onnxruntime and tokenizers are needed to score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from beaverguard._categories import CATEGORY_KEYS, UNSAFE
+from beaverguard._encoding import Encoder
+from beaverguard._exceptions import ModelError
+from beaverguard._types import Exchange, Rail, Scores
+
+__all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "Provider"]
+
+DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
+LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that scores exchanges: the ONNX model, or a plugin.
+
+    ``score`` is synchronous and CPU- or GPU-bound; the guard calls it from worker
+    threads, never on the event loop. It returns one mapping per exchange, from
+    each label in ``labels`` to a probability.
+    """
+
+    labels: tuple[str, ...]
+
+    def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``beaverguard.json`` says about a model directory."""
+
+    path: Path
+    name: str
+    labels: tuple[str, ...]
+    max_length: int
+    thresholds: Mapping[Rail, Mapping[str, float]]
+    sha256: Mapping[str, str]
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> ModelSpec:
+        path = Path(path)
+        fix = "rebuild it with `beaverguard export`, or point `model:` in the policy at a valid directory"
+        if not path.is_dir():
+            raise ModelError(f"model directory {path} does not exist; {fix}")
+        for name in ("beaverguard.json", "model.onnx", "tokenizer.json"):
+            if not (path / name).is_file():
+                raise ModelError(f"{path / name} is missing; {fix}")
+        try:
+            raw = json.loads((path / "beaverguard.json").read_text())
+            spec = cls(path, raw["name"], tuple(raw["labels"]), int(raw["max_length"]),
+                       {rail: dict(raw["thresholds"][rail]) for rail in ("input", "output")},
+                       dict(raw.get("sha256", {})))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path / 'beaverguard.json'} is not a valid model config ({exc!r}); {fix}") from exc
+        if spec.labels != LABELS:
+            raise ModelError(f"{path / 'beaverguard.json'}: labels {list(spec.labels)} do not match the 14 "
+                             f"BeaverTails categories plus 'unsafe' in order ({list(LABELS)}); {fix}")
+        if verify:
+            for name, digest in spec.sha256.items():
+                if hashlib.sha256((path / name).read_bytes()).hexdigest() != digest:
+                    raise ModelError(f"{path / name} is corrupt (sha256 mismatch); reinstall beaverguard or {fix}")
+        return spec
+
+
+def default_model_dir() -> Path:
+    """The embedded default model: packaged in the wheel, or ``onnx_models/`` of a source checkout."""
+    candidates = [Path(str(resources.files("beaverguard"))) / "onnx_models" / DEFAULT_MODEL,
+                  Path(__file__).resolve().parents[2] / "onnx_models" / DEFAULT_MODEL]
+    for c in candidates:
+        if (c / "beaverguard.json").is_file():
+            return c
+    raise ModelError(f"no default model is installed (looked for {DEFAULT_MODEL} in "
+                     f"{', '.join(map(str, candidates))}); pass a model directory to Guard(model=...) "
+                     "or build one with `beaverguard train` and `beaverguard export`")
+
+
+def _providers(provider: Provider) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise ModelError(f"provider 'cuda' asked for but onnxruntime offers {available}; "
+                             "install onnxruntime-gpu and check the CUDA libraries")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxScorer:
+    """Score exchanges with an exported BeaverTails model on onnxruntime.
+
+    Long text is scored in overlapping windows and the maximum per label is
+    kept. Windows of one call are sorted by length and run in small batches, so
+    short exchanges do not pay for the padding of long ones.
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, *, provider: Provider = "auto",
+                 threads: int | None = None, batch_size: int | None = None,
+                 max_tokens: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.spec = ModelSpec.load(model_dir or default_model_dir())
+        self.labels = self.spec.labels
+        self.providers = _providers(provider)
+        self.on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        self.batch_size = batch_size or (64 if self.on_gpu else 4)
+        self.max_tokens = max_tokens
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads if threads is not None else (0 if self.on_gpu else 1)
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.spec.path / "model.onnx"), options,
+                                                providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{self.spec.path / 'model.onnx'} could not be loaded ({exc}); "
+                             "reinstall beaverguard or rebuild the model with `beaverguard export`") from exc
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
+
+    def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
+        if not exchanges:
+            return []
+        per_exchange = self.encoder.windows([e.prompt for e in exchanges], [e.response for e in exchanges],
+                                            self.max_tokens)
+        owners = np.repeat(np.arange(len(exchanges)), [len(w) for w in per_exchange])
+        windows = [w for ws in per_exchange for w in ws]
+        probs = self.run_windows(windows)
+        best = np.zeros((len(exchanges), len(self.labels)), dtype=np.float32)
+        np.maximum.at(best, owners, probs)
+        return [dict(zip(self.labels, map(float, row))) for row in best]
+
+    def run_windows(self, windows: Sequence) -> np.ndarray:
+        """Sigmoid outputs for windows, in order, run in length-sorted batches."""
+        order = np.argsort([len(ids) for ids, _ in windows], kind="stable")
+        out = np.empty((len(windows), len(self.labels)), dtype=np.float32)
+        for s in range(0, len(order), self.batch_size):
+            sel = order[s:s + self.batch_size]
+            feed = self.encoder.pad([windows[i] for i in sel])
+            logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+            out[sel] = 1.0 / (1.0 + np.exp(-logits))
+        return out
+
+    def default_thresholds(self, rail: Rail) -> Mapping[str, float]:
+        return self.spec.thresholds[rail]
+
+
+def score_one(scorer: Scorer, exchange: Exchange) -> Scores:
+    return scorer.score([exchange])[0]
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

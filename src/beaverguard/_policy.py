@@ -1,0 +1,131 @@
+"""The policy: one pydantic model that is the single source of truth for its YAML keys.
+
+It also produces its own reference (``beaverguard policy docs``) so the README
+cannot drift from the schema.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from beaverguard._categories import UNSAFE
+from beaverguard._types import Action
+
+__all__ = ["Policy", "RailPolicy", "Rule", "AuditPolicy", "ExecutionPolicy", "StreamingPolicy", "PluginSpec"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_Strict):
+    """What happens when one score crosses its threshold."""
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                    description="Score at or above which the rule fires; null: the model's calibrated default.")
+    action: Action = Field(Action.BLOCK, description="allow, log, rewrite or block.")
+
+
+def _category_key(name: str) -> str:
+    from beaverguard._plugins import resolve_category
+
+    try:
+        key = resolve_category(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    if key == UNSAFE:
+        raise ValueError("'unsafe' is the overall score: set it under the rail's 'unsafe' key")
+    return key
+
+
+CategoryName = Annotated[str, AfterValidator(_category_key)]
+
+
+class RailPolicy(_Strict):
+    """Rules of one rail: ``input`` judges the prompt, ``output`` the response with its prompt."""
+
+    enabled: bool = Field(True, description="Score this rail at all.")
+    default: Rule = Field(default_factory=Rule, description="Rule for every category not listed under categories.")
+    unsafe: Rule = Field(default_factory=Rule, description="Rule for the overall unsafe score.")
+    categories: dict[CategoryName, Rule] = Field(
+        default_factory=dict, description="Per-category rules, keyed by alias (violence) or dataset key.")
+    rewrite: str | None = Field(None, description=(
+        "Rewrite template. Input: what the prompt becomes ({prompt}, {categories}). "
+        "Output: the reply that replaces the response ({categories})."))
+
+    @field_validator("rewrite")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+            unknown = names - {"prompt", "categories"}
+            if unknown:
+                raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{prompt}} and {{categories}}")
+        return value
+
+    def rule(self, key: str) -> Rule:
+        if key == UNSAFE:
+            return self.unsafe
+        return self.categories.get(key, self.default)
+
+
+class AuditPolicy(_Strict):
+    """One audit record per decision, to a JSON Lines file and/or stdlib logging."""
+
+    path: Path | None = Field(None, description="JSON Lines file to append records to; null: no file.")
+    log: bool = Field(True, description="Also emit each record on the 'beaverguard.audit' logger.")
+    content: Literal["full", "hash", "none"] = Field(
+        "hash", description="How user text appears in records: verbatim, as a SHA-256 digest, or not at all.")
+    include_allowed: bool = Field(True, description="Record decisions whose action is allow.")
+
+
+class ExecutionPolicy(_Strict):
+    """Where and how scoring runs. Unset values follow the provider and the core count."""
+
+    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (CUDA when available).")
+    threads: int | None = Field(None, ge=0, description="onnxruntime intra-op threads per run.")
+    workers: int | None = Field(None, ge=1, description="Runs in parallel (CPU default: one per core).")
+    batch_size: int | None = Field(None, ge=1, description="Most exchanges in one run (CPU default 4, GPU 64).")
+    max_wait_ms: float = Field(0.0, ge=0.0, description="How long a lone request waits for company; 0: never.")
+    max_tokens: int | None = Field(8192, ge=16, description="Cap on tokens scored per text; null: score it all.")
+
+
+class StreamingPolicy(_Strict):
+    """How streamed responses are checked as they arrive."""
+
+    mode: Literal["buffer", "stream_first"] = Field(
+        "buffer", description="buffer: release text once checked; stream_first: release at once, check right after.")
+    chunk_chars: int = Field(400, ge=16, description="Check after this many new characters.")
+    overlap_chars: int = Field(200, ge=0, description="Characters of earlier text scored again with each chunk.")
+
+
+class PluginSpec(_Strict):
+    """A plugin named by its entry point in the ``beaverguard.plugins`` group."""
+
+    name: str = Field(description="Entry point name.")
+    settings: dict = Field(default_factory=dict, description="Keyword arguments for the plugin.")
+
+
+class Policy(_Strict):
+    """A guard policy. Every key is optional; the defaults block what the model flags."""
+
+    version: Literal[1] = Field(1, description="Schema version.")
+    model: Path | None = Field(None, description="Model directory; null: the embedded default model.")
+    input: RailPolicy = Field(default_factory=RailPolicy, description="Input rail.")
+    output: RailPolicy = Field(default_factory=RailPolicy, description="Output rail.")
+    blocked_message: str = Field("Sorry, I can't help with that.", description="What a blocked request gets back.")
+    raise_on_block: bool = Field(False, description="Raise GuardBlocked instead of returning blocked_message.")
+    on_error: Literal["block", "allow"] = Field(
+        "block", description="When scoring fails or times out: block (fail closed) or allow (fail open).")
+    timeout_s: float = Field(5.0, gt=0, description="Most seconds a rail may take to score.")
+    audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
+    execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
+    streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
+    plugins: list[PluginSpec] = Field(default_factory=list, description="Plugins to load (entry points).")
+
+    def rail(self, name: str) -> RailPolicy:
+        return self.input if name == "input" else self.output

