@@ -15,20 +15,29 @@ __all__ = ["decide"]
 
 
 def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float]) -> tuple[Action, tuple[str, ...]]:
-    """Return the strictest action among the rules that fire, and the categories that fired.
+    """Return the action and the categories that fired.
 
     A rule fires when its score is at or above its threshold (the policy's, else
-    the model's calibrated default, else 0.5). ``unsafe`` is the overall score:
-    it can fire on its own and is not listed among the categories.
+    the model's calibrated default, else 0.5). The categories say *what* is wrong:
+    when any fired, the strictest of their actions wins. The overall ``unsafe``
+    score catches harm no category claims: its rule applies when it fires and no
+    category did. So ``politics: {action: log}`` logs political content instead
+    of the overall rule blocking it.
     """
-    action = Action.ALLOW
-    fired = []
+    fired: list[str] = []
+    strictest = Action.ALLOW
+    unsafe_fired = False
     for key, score in scores.items():
         rule = rail.rule(key)
         threshold = rule.threshold if rule.threshold is not None else defaults.get(key, 0.5)
-        if score >= threshold:
-            if key != UNSAFE:
-                fired.append(key)
-            if rule.action.severity > action.severity:
-                action = rule.action
-    return action, tuple(fired)
+        if score < threshold:
+            continue
+        if key == UNSAFE:
+            unsafe_fired = True
+            continue
+        fired.append(key)
+        if rule.action.severity > strictest.severity:
+            strictest = rule.action
+    if not fired and unsafe_fired:
+        strictest = rail.unsafe.action
+    return strictest, tuple(fired)
