@@ -25,6 +25,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refusals", type=int, default=1500, help="synthetic refused-harmful QA pairs to add")
     p.add_argument("--limit", type=int, help="use only this many rows (a random sample; for smoke tests)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--splits-only", action="store_true",
+                   help="write the train/calib/test splits to OUT/splits and stop (no torch needed)")
     p.set_defaults(func=run_train)
 
 
@@ -39,6 +41,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise SystemExit("beaverguard train: no data; pass --data FILE or --hf-split SPLIT")
     if args.limit:
         rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
+    if args.splits_only:
+        from beaverguard.training.train import write_splits
+
+        write_splits(rows, args.out, args.seed)
+        return 0
     cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                       refusals=args.refusals, device=args.device)

@@ -69,6 +69,19 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
     return batches
 
 
+def write_splits(rows: Sequence[Row], out: Path, seed: int) -> dict[str, list[Row]]:
+    """Split by prompt and write ``out/splits/{train,calib,test}.jsonl``.
+
+    A file given twice is oversampled in training only: calib and test keep one copy.
+    """
+    splits = split_by_prompt(rows, seed=seed)
+    splits["calib"], splits["test"] = _unique(splits["calib"]), _unique(splits["test"])
+    (Path(out) / "splits").mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        write_jsonl(part, Path(out) / "splits" / f"{name}.jsonl")
+    return splits
+
+
 def _unique(rows: Sequence[Row]) -> list[Row]:
     return list({(r.prompt, r.response): r for r in rows}.values())
 
@@ -130,13 +143,9 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
     (out / "splits").mkdir(parents=True, exist_ok=True)
 
     with _timed(cfg, "split"):
-        splits = split_by_prompt(rows, seed=cfg.seed)
-        # A file given twice is oversampled in training only; judged once.
-        splits["calib"], splits["test"] = _unique(splits["calib"]), _unique(splits["test"])
+        splits = write_splits(rows, out, cfg.seed)
         synthetic = refusal_pairs(splits["train"], seed=cfg.seed, limit=cfg.refusals)
         train_rows = splits["train"] + synthetic
-        for name, part in splits.items():
-            write_jsonl(part, out / "splits" / f"{name}.jsonl")
     print(f"rows: train {len(splits['train'])} (+{len(synthetic)} synthetic refusals), "
           f"calib {len(splits['calib'])}, test {len(splits['test'])}")
 
