@@ -12,6 +12,7 @@ import functools
 import inspect
 import uuid
 from collections.abc import Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,10 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
                 yield guard.blocked_reply(verdict)
                 return
             a, k = call_with(bound, name, guard.apply_input(prompt, verdict))
-            async for chunk in aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid):
-                yield chunk
+            # aclosing: a consumer that stops early closes the handler's stream and writes the record now
+            async with aclosing(aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         return agen_wrapper
 
     if inspect.isgeneratorfunction(func):

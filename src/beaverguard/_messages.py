@@ -3,7 +3,9 @@
 Accepted inputs: a string; a list of messages (LangChain messages, OpenAI-style
 ``{"role", "content"}`` dicts, or ``(role, text)`` tuples); a LangChain
 ``PromptValue``. Content may be a string or a list of content blocks; only the
-text blocks are judged. Outputs: a string, a message, a dict with ``content``.
+text blocks are judged. A rewritten prompt keeps its other blocks (images); a
+replaced reply keeps none, since they were not judged. Outputs: a string, a
+message, a dict with ``content``.
 """
 
 from __future__ import annotations
@@ -16,29 +18,31 @@ __all__ = ["prompt_of", "with_prompt", "text_of", "with_text"]
 _USER_ROLES = {"user", "human"}
 
 
+def _is_text(block: Any) -> bool:
+    return isinstance(block, str) or (isinstance(block, Mapping) and block.get("type", "text") == "text"
+                                      and "text" in block)
+
+
 def _content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, Sequence):
-        parts = []
-        for block in content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif isinstance(block, Mapping) and block.get("type", "text") == "text" and "text" in block:
-                parts.append(str(block["text"]))
-        return "\n".join(parts)
+    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):  # bytes: not text blocks
+        return "\n".join(b if isinstance(b, str) else str(b["text"]) for b in content if _is_text(b))
     raise TypeError(f"cannot read text from message content of type {type(content).__name__}")
 
 
 def _role_and_content(message: Any) -> tuple[str, Any]:
+    if isinstance(message, str):  # LangChain reads a bare string in a message list as a user message
+        return "user", message
     if isinstance(message, Mapping):
         return str(message.get("role", "")), message.get("content")
     if isinstance(message, tuple) and len(message) == 2:
         return str(message[0]), message[1]
     if hasattr(message, "content") and hasattr(message, "type"):  # LangChain BaseMessage
-        return str(message.type), message.content
+        # ChatMessage keeps its role apart from its type ("chat").
+        return str(getattr(message, "role", None) or message.type), message.content
     raise TypeError(f"not a chat message: {type(message).__name__}")
 
 
@@ -57,9 +61,15 @@ def prompt_of(value: Any) -> str:
         return value
     messages = _messages(value)
     if messages is None:
-        if isinstance(value, Mapping) or hasattr(value, "content"):
+        if isinstance(value, Mapping) and "content" not in value:
+            # e.g. a chain's input variables: judging "" would let anything through unseen
+            raise TypeError(f"cannot find a prompt in a dict without 'content' (keys: {sorted(value)}); "
+                            "pass a str, messages or a PromptValue")
+        try:
             return _content_text(_role_and_content(value)[1])
-        raise TypeError(f"cannot find a prompt in {type(value).__name__}; pass a str, messages or a PromptValue")
+        except TypeError:
+            raise TypeError(f"cannot find a prompt in {type(value).__name__}; "
+                            "pass a str, messages or a PromptValue") from None
     for message in reversed(messages):
         role, content = _role_and_content(message)
         if role in _USER_ROLES:
@@ -69,12 +79,27 @@ def prompt_of(value: Any) -> str:
     raise ValueError("empty message list: there is no prompt to judge")
 
 
-def _replace_content(message: Any, text: str) -> Any:
+def _new_content(content: Any, text: str) -> Any:
+    """``text`` in place of the text blocks of ``content``; other blocks (images, files) stay in order."""
+    if isinstance(content, str) or not isinstance(content, Sequence):
+        return text
+    first = next((i for i, b in enumerate(content) if _is_text(b)), 0)
+    others = [b for b in content if not _is_text(b)]
+    others.insert(sum(not _is_text(b) for b in content[:first]), {"type": "text", "text": text})
+    return others
+
+
+def _replace_content(message: Any, text: str, *, keep_blocks: bool = True) -> Any:
+    """``message`` with its text replaced; ``keep_blocks`` keeps its non-text blocks."""
+    if isinstance(message, str):
+        return text
+    content = _role_and_content(message)[1]
+    new = _new_content(content, text) if keep_blocks else text
     if isinstance(message, Mapping):
-        return {**message, "content": text}
+        return {**message, "content": new}
     if isinstance(message, tuple):
-        return (message[0], text)
-    return message.model_copy(update={"content": text})
+        return (message[0], new)
+    return message.model_copy(update={"content": new})
 
 
 def with_prompt(value: Any, text: str) -> Any:
@@ -90,6 +115,11 @@ def with_prompt(value: Any, text: str) -> Any:
     else:
         i = len(messages) - 1
     messages[i] = _replace_content(messages[i], text)
+    if hasattr(value, "to_messages"):  # keep a PromptValue a PromptValue
+        if hasattr(value, "messages"):
+            return value.model_copy(update={"messages": messages})
+        if hasattr(value, "text"):
+            return value.model_copy(update={"text": text})
     return messages
 
 
@@ -105,7 +135,11 @@ def text_of(reply: Any) -> str:
 
 
 def with_text(reply: Any, text: str) -> Any:
-    """``reply`` with its text replaced (a string stays a string, a message stays a message)."""
+    """``reply`` with its content replaced (a string stays a string, a message stays a message).
+
+    The whole content goes, images included: only the text was judged, so
+    nothing else of a replaced reply may pass.
+    """
     if isinstance(reply, str):
         return text
-    return _replace_content(reply, text)
+    return _replace_content(reply, text, keep_blocks=False)

@@ -5,17 +5,28 @@ what came before, always paired with the prompt) is scored, so the work for a
 response of length n is O(n). Two modes:
 
 * ``buffer`` (default): a chunk of the stream is released only once the text it
-  holds has passed a check.
-* ``stream_first``: chunks go out at once and are checked in the background; a
-  failed check stops the stream at the next chunk.
+  holds has passed a check; the text of a failing check never goes out.
+* ``stream_first``: chunks go out at once. A check starts before a chunk is
+  handed over, so it runs while the consumer handles that chunk, and the next
+  chunk is pulled only once it has passed. So at most ``chunk_chars`` plus one
+  chunk of unchecked text ever reaches the consumer, however fast the producer.
 
-When a check fails, the stream stops and the policy's message is emitted; the
-one audit record of the rail says where it stopped.
+A check whose action is ``redact`` lets the stream go on: in buffer mode the
+text it covered goes out masked (as one chunk; what an earlier chunk already
+released stays as it was), in ``stream_first`` mode it is already out, so it is
+only recorded. When a check fails (block or rewrite), the stream stops right
+there and the policy's message is emitted (or :class:`GuardBlocked` raised, where the policy says so). The one
+audit record of the rail says in ``stream.stopped_at`` how many characters had
+gone out when it stopped; a consumer that abandons the stream still gets its
+record written, marked ``abandoned``.
+
+The sync and async drivers differ only in how they wait for a check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
@@ -32,84 +43,127 @@ __all__ = ["StreamCheck", "guard_stream", "aguard_stream"]
 
 
 class StreamCheck:
-    """State of one streamed response: what arrived, what was checked, what was released."""
+    """State of one streamed response: what arrived, what was checked, what went out."""
 
     def __init__(self, guard: Guard, prompt: str, request_id: str) -> None:
         self.guard = guard
         self.prompt = prompt
         self.request_id = request_id
         self.settings = guard.policy.streaming
-        self.text = ""
-        self.checked = 0          # characters covered by finished checks
-        self.scores: dict[str, float] = {}
-        self.error: str | None = None
+        self.enabled = guard.policy.output.enabled
+        # A disabled rail checks nothing, so it has nothing to hold back.
+        self.at_once = self.settings.mode == "stream_first" or not self.enabled
+        self._parts: list[str] = []
+        self.length = 0           # characters arrived
+        self._tail = ""           # text the next check scores: overlap before `checked`, and all after
+        self.checked = 0          # characters covered by passed checks
+        self.released = 0         # characters handed to the consumer
         self.checks = 0
         self.stopped_at: int | None = None
-        self.start = time.perf_counter()
-        self._pending: tuple[int, Future] | None = None
-        self._held: list[tuple[int, Any]] = []  # (end offset, chunk) not yet released (buffer mode)
+        self.error: str | None = None
+        self.peak: dict[str, float] = {}            # highest score per label over all checks
+        self._worst: tuple[Action, dict[str, float]] = (Action.ALLOW, {})  # strictest check and its scores
+        self._held: list[tuple[int, Any]] = []      # (end offset, chunk) not yet released (buffer mode)
+        self._mask_to = 0                           # held text up to here goes out redacted
+        self.pending: tuple[int, Future] | None = None
         self.decision: Decision | None = None
+        self.start = time.perf_counter()
 
     @property
     def stopped(self) -> bool:
         return self.stopped_at is not None
 
-    def due(self) -> bool:
-        return self._pending is None and len(self.text) - self.checked >= self.settings.chunk_chars
+    def add(self, chunk: Any) -> list[Any]:
+        """Take in a chunk, start a check if one is due; return what goes out before the check settles."""
+        piece = text_of(chunk)
+        self._parts.append(piece)
+        self._tail += piece  # bounded by chunk_chars + overlap_chars + one chunk
+        self.length += len(piece)
+        if self.enabled and self.length - self.checked >= self.settings.chunk_chars:
+            self._submit()
+        if self.at_once:
+            self.released = self.length
+            return [chunk]
+        self._held.append((self.length, chunk))
+        return []
 
-    def submit(self) -> None:
-        """Start scoring the text from the last check (minus overlap) to the end."""
-        upto = len(self.text)
-        window = self.text[max(0, self.checked - self.settings.overlap_chars):upto]
-        self._pending = (upto, self.guard._batcher.submit([Exchange(self.prompt, window)])[0])
+    def end(self) -> None:
+        """The stream is complete: check what no check has covered yet."""
+        if self.enabled and self.length > self.checked:
+            self._submit()
+        elif not self.enabled:
+            self.checked = self.length
+
+    def _submit(self) -> None:
+        future = self.guard._batcher.submit([Exchange(self.prompt, self._tail)])[0]
+        self.pending = (self.length, future)
 
     def settle(self, scores: dict[str, float] | None, error: str | None) -> None:
-        """Take in the result of the pending check."""
-        upto, _ = self._pending
-        self._pending = None
+        """Take in the result of the pending check; a failed check stops the stream."""
+        upto, _ = self.pending
+        self.pending = None
         self.checks += 1
         if error is not None:
             self.error = self.error or error
             if self.guard.policy.on_error == "block":
-                self.stopped_at = self.checked
+                self.stopped_at = self.released
                 return
         else:
             for k, v in scores.items():
-                self.scores[k] = max(v, self.scores.get(k, 0.0))
+                self.peak[k] = max(v, self.peak.get(k, 0.0))
             action, _ = decide(scores, self.guard.policy.output, self.guard._defaults["output"])
+            if action.severity > self._worst[0].severity:
+                self._worst = (action, dict(scores))
             if action in (Action.BLOCK, Action.REWRITE):
-                self.stopped_at = self.checked
+                self.stopped_at = self.released
                 return
+            if action is Action.REDACT:
+                self._mask_to = upto
         self.checked = upto
-
-    def hold(self, chunk: Any) -> list[Any]:
-        """Add a chunk; return the chunks that may go out now."""
-        self.text += text_of(chunk)
-        if self.settings.mode == "stream_first":
-            return [chunk]
-        self._held.append((len(self.text), chunk))
-        return []
+        keep = self.settings.overlap_chars + self.length - upto
+        self._tail = self._tail[-keep:] if keep else ""
 
     def releasable(self) -> list[Any]:
-        out = [c for end, c in self._held if end <= self.checked]
-        self._held = [(end, c) for end, c in self._held if end > self.checked]
+        """Held chunks whose text has passed its checks (buffer mode)."""
+        n = 0
+        while n < len(self._held) and self._held[n][0] <= self.checked:
+            n += 1
+        if not n:
+            return []
+        out, end, self._held = [c for _, c in self._held[:n]], self._held[n - 1][0], self._held[n:]
+        redact = getattr(self.guard, "_redact", None)  # set where a plugin redacts
+        if self._mask_to > self.released and redact is not None:
+            masked = redact("".join(text_of(c) for c in out))
+            out = [with_text(out[0], masked), *(c for c in out[1:] if not text_of(c))]  # keep text-less chunks
+        self.released = end
         return out
 
     def finish(self, abandoned: bool = False) -> Decision:
-        """The rail's one decision (audited), with where the stream stopped."""
-        extra = {"stream": {"mode": self.settings.mode, "checks": self.checks, "chars": len(self.text),
-                            "stopped_at": self.stopped_at, "abandoned": abandoned}}
-        self.decision = self.guard._conclude("output", self.prompt, self.text, self.scores, self.error,
-                                             self.start, self.request_id, extra)
+        """The rail's one decision (audited), with where the stream stopped.
+
+        Its scores are those of the strictest check, so that the decision
+        repeats what stopped the stream; with every check passed, the highest
+        score per label.
+        """
+        action, scores = self._worst
+        extra = {"stream": {"mode": self.settings.mode, "checks": self.checks, "chars": self.length,
+                            "released": self.released, "stopped_at": self.stopped_at, "abandoned": abandoned}}
+        self.decision = self.guard._conclude("output", self.prompt, "".join(self._parts),
+                                             scores if action is not Action.ALLOW else self.peak,
+                                             self.error, self.start, self.request_id, extra)
         return self.decision
 
-    def stop_chunk(self, decision: Decision, like: Any) -> Any:
-        """The message to emit on a cut, shaped like the stream's chunks."""
-        return with_text(like, decision.text) if like is not None else decision.text
+    def stop_chunk(self, like: Any) -> Any:
+        """What goes out on a cut: the policy's message shaped like the stream's chunks."""
+        decision = self.decision
+        text = self.guard.blocked_reply(decision) if decision.blocked else decision.text  # may raise
+        if isinstance(like, str) or like is None:
+            return text
+        from langchain_core.messages import AIMessageChunk
 
-
-def _timeout(guard: Guard) -> float:
-    return guard.policy.timeout_s
+        if isinstance(like, AIMessageChunk):  # same message id; none of the cut chunk's metadata or usage
+            return AIMessageChunk(content=text, id=like.id)
+        return with_text(like, text)
 
 
 def guard_stream(guard: Guard, prompt: str, chunks: Iterable[Any], request_id: str) -> Iterator[Any]:
@@ -120,54 +174,23 @@ def guard_stream(guard: Guard, prompt: str, chunks: Iterable[Any], request_id: s
     try:
         for chunk in iterator:
             last = chunk
-            yield from state.hold(chunk)
-            if state._pending is not None and (state.settings.mode == "buffer" or state._pending[1].done()):
+            yield from state.add(chunk)
+            if state.pending is not None:
                 _settle_sync(state)
-            if not state.stopped and state.due():
-                state.submit()
-                if state.settings.mode == "buffer":
-                    _settle_sync(state)
             if state.stopped:
                 break
             yield from state.releasable()
-        if not state.stopped:
-            if state._pending is not None:
+        else:
+            state.end()
+            if state.pending is not None:
                 _settle_sync(state)
-            if not state.stopped and len(state.text) > state.checked:
-                state.submit()
-                _settle_sync(state)
-        if not state.stopped:
-            state.checked = len(state.text)
-            yield from state.releasable()
-        decision = state.finish()
+            if not state.stopped:
+                yield from state.releasable()
+        state.finish()
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
-        if state._pending is not None:
-            state._pending[1].cancel()
-        if state.decision is None:  # abandoned by the consumer, or the stream raised
-            state.finish(abandoned=True)
+        _close(state, getattr(iterator, "close", None))
     if state.stopped:
-        yield state.stop_chunk(decision, last)
-
-
-def _settle_sync(state: StreamCheck) -> None:
-    fut = state._pending[1]
-    try:
-        state.settle(fut.result(timeout=_timeout(state.guard)), None)
-    except Exception as exc:  # timeout or scorer failure: on_error decides
-        fut.cancel()
-        state.settle(None, f"{type(exc).__name__}: {exc or 'timed out'}")
-
-
-async def _settle_async(state: StreamCheck) -> None:
-    fut = state._pending[1]
-    try:
-        state.settle(await asyncio.wait_for(asyncio.wrap_future(fut), _timeout(state.guard)), None)
-    except Exception as exc:
-        fut.cancel()
-        state.settle(None, f"{type(exc).__name__}: {exc or 'timed out'}")
+        yield state.stop_chunk(last)
 
 
 async def aguard_stream(guard: Guard, prompt: str, chunks: AsyncIterable[Any], request_id: str) -> AsyncIterator[Any]:
@@ -178,36 +201,69 @@ async def aguard_stream(guard: Guard, prompt: str, chunks: AsyncIterable[Any], r
     try:
         async for chunk in iterator:
             last = chunk
-            for c in state.hold(chunk):
+            for c in state.add(chunk):
                 yield c
-            if state._pending is not None and (state.settings.mode == "buffer" or state._pending[1].done()):
+            if state.pending is not None:
                 await _settle_async(state)
-            if not state.stopped and state.due():
-                state.submit()
-                if state.settings.mode == "buffer":
-                    await _settle_async(state)
             if state.stopped:
                 break
             for c in state.releasable():
                 yield c
-        if not state.stopped:
-            if state._pending is not None:
+        else:
+            state.end()
+            if state.pending is not None:
                 await _settle_async(state)
-            if not state.stopped and len(state.text) > state.checked:
-                state.submit()
-                await _settle_async(state)
-        if not state.stopped:
-            state.checked = len(state.text)
-            for c in state.releasable():
-                yield c
-        decision = state.finish()
+            if not state.stopped:
+                for c in state.releasable():
+                    yield c
+        state.finish()
     finally:
         aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        if state._pending is not None:
-            state._pending[1].cancel()
-        if state.decision is None:  # abandoned by the consumer, or the stream raised
-            state.finish(abandoned=True)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            _close(state, None)
     if state.stopped:
-        yield state.stop_chunk(decision, last)
+        yield state.stop_chunk(last)
+
+
+def _close(state: StreamCheck, close: Any) -> None:
+    """Close the source, drop a check no one will wait for, and audit an unfinished stream."""
+    try:
+        if close is not None:
+            close()
+    finally:
+        if state.pending is not None:
+            state.pending[1].cancel()
+            state.pending = None
+        if state.decision is None:  # abandoned by the consumer, or the source raised
+            state.finish(abandoned=True)
+
+
+def _settle_sync(state: StreamCheck) -> None:
+    fut = state.pending[1]
+    try:
+        scores = fut.result(timeout=state.guard.policy.timeout_s)
+    except Exception as exc:  # timeout or scorer failure: on_error decides
+        fut.cancel()
+        state.settle(None, _error(exc, state))
+    else:
+        state.settle(scores, None)
+
+
+async def _settle_async(state: StreamCheck) -> None:
+    fut = state.pending[1]
+    try:
+        scores = await asyncio.wait_for(asyncio.wrap_future(fut), state.guard.policy.timeout_s)
+    except Exception as exc:
+        fut.cancel()
+        state.settle(None, _error(exc, state))
+    else:
+        state.settle(scores, None)
+
+
+def _error(exc: Exception, state: StreamCheck) -> str:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
+        return f"ScorerError: scoring took longer than {state.guard.policy.timeout_s}s"
+    return f"{type(exc).__name__}: {exc}"

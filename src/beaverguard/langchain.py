@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -95,16 +96,19 @@ class GuardedRunnable(Runnable[Any, Any]):
         chunks = self.inner.stream(self.guard.apply_input(input, verdict), child, **kwargs)
         yield from guard_stream(self.guard, prompt_of(input), chunks, rid)
 
-    async def atransform(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async for chunk in self._atransform_stream_with_config(input, self._atransform, config, **kwargs):
-            yield chunk
+    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,
+                         **kwargs: Any) -> AsyncIterator[Any]:
+        async with aclosing(self._atransform_stream_with_config(input, self._atransform, config, **kwargs)) as it:
+            async for chunk in it:
+                yield chunk
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         async def once() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self.atransform(once(), config, **kwargs):
-            yield chunk
+        async with aclosing(self.atransform(once(), config, **kwargs)) as it:
+            async for chunk in it:
+                yield chunk
 
     async def _atransform(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig,
                           **kwargs: Any) -> AsyncIterator[Any]:
@@ -118,8 +122,11 @@ class GuardedRunnable(Runnable[Any, Any]):
             return
         child = patch_config(config, callbacks=run_manager.get_child())
         chunks = self.inner.astream(self.guard.apply_input(input, verdict), child, **kwargs)
-        async for chunk in aguard_stream(self.guard, prompt_of(input), chunks, rid):
-            yield chunk
+        # Close the guarded stream as soon as this one closes, so an abandoned stream's record
+        # is written and its model stream stopped now, not whenever the garbage collector runs.
+        async with aclosing(aguard_stream(self.guard, prompt_of(input), chunks, rid)) as guarded:
+            async for chunk in guarded:
+                yield chunk
 
 
 def _last(inputs: Iterator[Any]) -> Any:
