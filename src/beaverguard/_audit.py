@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,14 @@ class Auditor:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.sinks: list = []  # extra callables (plugins): each gets every record
+        self.redact: Callable[[str], str] | None = None  # set by redacting plugins: records never hold what it masks
 
     def emit(self, decision: Decision, prompt: str | None, response: str | None) -> None:
         if decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None:
             return
+        if self.redact is not None:
+            prompt = None if prompt is None else self.redact(prompt)
+            response = None if response is None else self.redact(response)
         rec = record(decision, self.policy, prompt, response)
         if self.policy.log:
             logger.info("%s %s %s", rec["rail"], rec["action"], json.dumps(rec))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from beaverguard._categories import UNSAFE
 from beaverguard._types import Action
@@ -27,7 +27,8 @@ class Rule(_Strict):
 
     threshold: float | None = Field(None, ge=0.0, le=1.0,
                                     description="Score at or above which the rule fires; null: the model's calibrated default.")
-    action: Action = Field(Action.BLOCK, description="allow, log, rewrite or block.")
+    action: Action = Field(Action.BLOCK, description=(
+        "allow, log, redact (mask what a plugin finds, e.g. beaverguard-pii), rewrite or block."))
 
 
 def _category_key(name: str) -> str:
@@ -89,9 +90,14 @@ class ExecutionPolicy(_Strict):
     provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (CUDA when available).")
     threads: int | None = Field(None, ge=0, description="onnxruntime intra-op threads per run.")
     workers: int | None = Field(None, ge=1, description="Runs in parallel (CPU default: one per core).")
-    batch_size: int | None = Field(None, ge=1, description="Most exchanges in one run (CPU default 4, GPU 64).")
+    batch_size: int | None = Field(None, ge=1, description=(
+        "Most exchanges in one run (CPU default 8, GPU 64). Unset on a CPU, runs also stay "
+        "under about 128 tokens; set, only this caps them."))
     max_wait_ms: float = Field(0.0, ge=0.0, description="How long a lone request waits for company; 0: never.")
     max_tokens: int | None = Field(8192, ge=16, description="Cap on tokens scored per text; null: score it all.")
+    normalize: bool = Field(True, description=(
+        "Undo obfuscation before scoring: Unicode look-alikes, invisible characters, spaced-out letters "
+        "(b o m b) and leetspeak (k1ll). Only the scorer sees it; the original text passes on."))
 
 
 class StreamingPolicy(_Strict):
@@ -104,16 +110,35 @@ class StreamingPolicy(_Strict):
 
 
 class PluginSpec(_Strict):
-    """A plugin named by its entry point in the ``beaverguard.plugins`` group."""
+    """A plugin named by its entry point in the ``beaverguard.plugins`` group.
 
-    name: str = Field(description="Entry point name.")
-    settings: dict = Field(default_factory=dict, description="Keyword arguments for the plugin.")
+    Validating the spec builds the plugin: bad settings are reported with the
+    policy's other errors, and the plugin's categories become valid names.
+    """
+
+    name: str = Field(description="Entry point name in the beaverguard.plugins group (e.g. pii, blocklist, otel).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the plugin.")
+    _plugin: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _build(self) -> PluginSpec:
+        from beaverguard._plugins import load_plugin
+
+        self._plugin = load_plugin(self.name, self.settings)
+        return self
+
+    @property
+    def plugin(self) -> Any:
+        """The plugin object built from this spec."""
+        return self._plugin
 
 
 class Policy(_Strict):
     """A guard policy. Every key is optional; the defaults block what the model flags."""
 
     version: Literal[1] = Field(1, description="Schema version.")
+    # Plugins come before the rails: validating them registers the categories the rails may name.
+    plugins: list[PluginSpec] = Field(default_factory=list, description="Plugins to load (entry points).")
     model: Path | None = Field(None, description="Model directory; null: the embedded default model.")
     input: RailPolicy = Field(default_factory=RailPolicy, description="Input rail.")
     output: RailPolicy = Field(default_factory=RailPolicy, description="Output rail.")
@@ -125,7 +150,13 @@ class Policy(_Strict):
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
-    plugins: list[PluginSpec] = Field(default_factory=list, description="Plugins to load (entry points).")
+
+    @model_validator(mode="after")
+    def _plugins_provide_what_rails_need(self) -> Policy:
+        from beaverguard._plugins import check_provided
+
+        check_provided(self)
+        return self
 
     def rail(self, name: str) -> RailPolicy:
         return self.input if name == "input" else self.output

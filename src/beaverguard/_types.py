@@ -28,6 +28,7 @@ class Action(str, Enum):
 
     ALLOW = "allow"
     LOG = "log"
+    REDACT = "redact"  # pass the text on with what plugins find masked (e.g. beaverguard-pii)
     REWRITE = "rewrite"
     BLOCK = "block"
 
@@ -36,7 +37,7 @@ class Action(str, Enum):
         return _SEVERITY[self]
 
 
-_SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.REWRITE: 2, Action.BLOCK: 3}
+_SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.REDACT: 2, Action.REWRITE: 3, Action.BLOCK: 4}
 
 
 @dataclass(frozen=True)
