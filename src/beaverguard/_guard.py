@@ -10,7 +10,9 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import os
 import string
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,11 +21,11 @@ from typing import Any, TypeVar
 
 from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, plan
-from beaverguard._categories import category
 from beaverguard._decision import decide
-from beaverguard._exceptions import GuardBlocked
+from beaverguard._exceptions import BeaverguardError, GuardBlocked, PolicyError
 from beaverguard._messages import prompt_of, text_of, with_prompt, with_text
 from beaverguard._model import OnnxScorer, Scorer
+from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy
 from beaverguard._types import Action, Decision, Exchange, Rail, Scores
 from beaverguard._yaml import load_policy
@@ -33,6 +35,7 @@ __all__ = ["Guard", "DEFAULT_INPUT_REWRITE", "DEFAULT_OUTPUT_REWRITE"]
 logger = logging.getLogger("beaverguard")
 _TIMEOUTS = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)  # distinct before 3.11
 T = TypeVar("T")
+_CHANGES_TEXT = (Action.REWRITE, Action.REDACT)
 
 DEFAULT_INPUT_REWRITE = (
     "{prompt}\n\n[Safety note: this request may involve {categories}. Answer helpfully, "
@@ -44,7 +47,7 @@ def _display(categories: tuple[str, ...]) -> str:
     names = []
     for key in categories:
         try:
-            names.append(category(key).name.lower())
+            names.append(describe(key).name.lower())
         except KeyError:  # a plugin's category
             names.append(key.replace("_", " "))
     return ", ".join(names) or "unsafe content"
@@ -59,7 +62,13 @@ class Guard:
     """
 
     def __init__(self, policy: Policy | str | Path | None = None, *, model: str | Path | None = None,
-                 scorer: Scorer | None = None) -> None:
+                 scorer: Scorer | None = None, watch: bool = False) -> None:
+        # What reload() rebuilds from: the policy file, and the model or scorer given here.
+        self._policy_path = Path(policy) if isinstance(policy, str | Path) else None
+        self._model_arg, self._scorer_arg = model, scorer
+        self._reload_lock = threading.Lock()
+        self._retiring: list[threading.Thread] = []
+        self._watch_stop: threading.Event | None = None
         if isinstance(policy, str | Path):
             policy = load_policy(policy)
         self.policy = policy or Policy()
@@ -68,19 +77,100 @@ class Guard:
             gpu_wanted = ex.provider == "cuda"
             probe = plan(ex, on_gpu=gpu_wanted)
             scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
-                                batch_size=probe.batch_size, max_tokens=ex.max_tokens)
+                                batch_size=probe.batch_size, max_tokens=ex.max_tokens, normalize=ex.normalize,
+                                run_tokens=probe.run_tokens)
         self.scorer = scorer
+        self.plugins = [spec.plugin for spec in self.policy.plugins]
+        scorer = with_plugins(scorer, self.plugins)
         self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False))
         self._batcher = Batcher(scorer, self.plan)
         self._auditor = Auditor(self.policy.audit)
+        self._redact = self._auditor.redact = redactor(self.plugins)
+        self._auditor.sinks += [p.sink for p in self.plugins if callable(getattr(p, "sink", None))]
         thresholds = getattr(scorer, "default_thresholds", None)
         self._defaults: dict[Rail, Mapping[str, float]] = {
             rail: thresholds(rail) if thresholds else {} for rail in ("input", "output")}
+        if watch:
+            self.watch()
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Guard:
-        """Build a guard from a policy file."""
-        return cls(load_policy(path), **kwargs)
+        """Build a guard from a policy file (which :meth:`reload` and :meth:`watch` re-read)."""
+        return cls(Path(path), **kwargs)
+
+    # -- reloading --------------------------------------------------------------------------
+
+    def reload(self, source: Policy | str | Path | None = None) -> Policy:
+        """Swap in a new policy; the next requests use it, and none in flight is dropped.
+
+        ``source`` is a policy or a policy file; by default the file this guard was
+        built from. A new scorer and batcher are built first where the model or the
+        execution settings changed, then swapped in; the old batcher finishes what it
+        was given, then closes. Requests in flight keep their scores and are decided
+        by the policy current when their scores arrive. A policy that does not
+        validate, or whose model cannot load, leaves the guard as it was: the error
+        is logged and raised (:class:`PolicyError`, :class:`ModelError`).
+        """
+        with self._reload_lock:
+            path = Path(source) if isinstance(source, str | Path) else None
+            try:
+                if isinstance(source, Policy):
+                    policy = source
+                elif path is None and self._policy_path is None:
+                    raise PolicyError("this guard was not built from a policy file; pass reload() a path or a Policy")
+                else:
+                    policy = load_policy(path or self._policy_path)
+                old = self.policy
+                same_model = policy.model == old.model and policy.execution == old.execution
+                reuse = self._scorer_arg or (self.scorer if same_model else None)
+                fresh = Guard(policy, model=self._model_arg, scorer=reuse)
+            except BeaverguardError as exc:
+                logger.error("beaverguard: policy reload failed; keeping the current policy: %s", exc)
+                raise
+            mine = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop"}
+            batcher, auditor = self._batcher, self._auditor
+            batcher.successor = fresh._batcher
+            self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in mine})
+            if path is not None:
+                self._policy_path = path
+            retire = threading.Thread(target=_retire, args=(batcher, auditor), name="beaverguard-retire", daemon=True)
+            retire.start()
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
+        logger.info("beaverguard: policy reloaded%s", f" from {self._policy_path}" if self._policy_path else "")
+        return policy
+
+    def watch(self, interval_s: float = 1.0) -> None:
+        """Reload whenever the policy file changes (polls its mtime in a daemon thread).
+
+        A broken file is logged and skipped: the guard keeps its policy until the
+        file changes again. :meth:`close` stops the watch.
+        """
+        if self._policy_path is None:
+            raise PolicyError("this guard was not built from a policy file, so there is nothing to watch")
+        if self._watch_stop is not None:
+            return
+        stop = self._watch_stop = threading.Event()
+        seen = self._stamp()  # taken here, so a change right after watch() returns is seen
+        threading.Thread(target=self._watch, args=(stop, interval_s, seen), name="beaverguard-watch",
+                         daemon=True).start()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._policy_path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _watch(self, stop: threading.Event, interval_s: float, seen: tuple[int, int] | None) -> None:
+        while not stop.wait(interval_s):
+            now = self._stamp()
+            if now is None or now == seen:
+                continue
+            seen = now
+            try:
+                self.reload()
+            except BeaverguardError:
+                pass  # logged by reload; the old policy stays
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -167,18 +257,22 @@ class Guard:
 
     def apply_input(self, prompt: Any, decision: Decision) -> Any:
         """The prompt to pass on: unchanged, or rewritten in the shape it came in."""
-        return with_prompt(prompt, decision.text) if decision.action is Action.REWRITE else prompt
+        return with_prompt(prompt, decision.text) if decision.action in _CHANGES_TEXT else prompt
 
     def apply_output(self, reply: T, decision: Decision) -> T | str:
-        """The reply to return: unchanged, replaced, or the blocked message."""
+        """The reply to return: unchanged, replaced, or the blocked message (in the reply's shape)."""
         if decision.blocked:
-            return self.blocked_reply(decision)
-        if decision.action is Action.REWRITE:
+            return with_text(reply, self.blocked_reply(decision))
+        if decision.action in _CHANGES_TEXT:
             return with_text(reply, decision.text)
         return reply
 
     def close(self) -> None:
-        """Stop the scoring threads and flush the audit log."""
+        """Stop the file watch and the scoring threads, and flush the audit log."""
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+        for thread in self._retiring:
+            thread.join()
         self._batcher.close()
         self._auditor.close()
 
@@ -219,6 +313,8 @@ class Guard:
         elif action is Action.REWRITE:
             template = rules.rewrite or (DEFAULT_INPUT_REWRITE if rail == "input" else DEFAULT_OUTPUT_REWRITE)
             text = string.Formatter().vformat(template, (), {"prompt": prompt, "categories": _display(categories)})
+        elif action is Action.REDACT:
+            text = self._redact(original)
         else:
             text = original
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
@@ -228,3 +324,8 @@ class Guard:
         return decision
 
 
+def _retire(batcher: Batcher, auditor: Auditor) -> None:
+    """Close a swapped-out batcher once its requests are scored, then flush its audit log."""
+    batcher.drain()
+    batcher.close()
+    auditor.close()

@@ -22,12 +22,14 @@ import numpy as np
 from beaverguard._categories import CATEGORY_KEYS, UNSAFE
 from beaverguard._encoding import Encoder
 from beaverguard._exceptions import ModelError
+from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail, Scores
 
 __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "Provider"]
 
 DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
 LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
+_CHARS_PER_TOKEN = 16
 Provider = Literal["auto", "cpu", "cuda"]
 
 
@@ -118,7 +120,8 @@ class OnnxScorer:
 
     def __init__(self, model_dir: str | Path | None = None, *, provider: Provider = "auto",
                  threads: int | None = None, batch_size: int | None = None,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, normalize: bool = True,
+                 run_tokens: int | None = None) -> None:
         import onnxruntime as ort
 
         self.spec = ModelSpec.load(model_dir or default_model_dir())
@@ -126,7 +129,9 @@ class OnnxScorer:
         self.providers = _providers(provider)
         self.on_gpu = self.providers[0] == "CUDAExecutionProvider"
         self.batch_size = batch_size or (64 if self.on_gpu else 4)
+        self.run_tokens = run_tokens  # most tokens in one run (windows x the longest); None: no cap
         self.max_tokens = max_tokens
+        self.normalize = normalize
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads is not None else (0 if self.on_gpu else 1)
         options.inter_op_num_threads = 1
@@ -142,8 +147,9 @@ class OnnxScorer:
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
         if not exchanges:
             return []
-        per_exchange = self.encoder.windows([e.prompt for e in exchanges], [e.response for e in exchanges],
-                                            self.max_tokens)
+        per_exchange = self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
+                                            [None if e.response is None else self.prepare(e.response)
+                                             for e in exchanges], self.max_tokens)
         owners = np.repeat(np.arange(len(exchanges)), [len(w) for w in per_exchange])
         windows = [w for ws in per_exchange for w in ws]
         probs = self.run_windows(windows)
@@ -151,12 +157,38 @@ class OnnxScorer:
         np.maximum.at(best, owners, probs)
         return [dict(zip(self.labels, map(float, row))) for row in best]
 
+    def prepare(self, text: str) -> str:
+        """The text as the model sees it: capped, valid UTF-8, and normalized unless that is off.
+
+        The character cap (``max_tokens`` x 16, far more than that many tokens of any
+        real text) bounds the work on a huge message before tokenizing it.
+        """
+        if self.max_tokens is not None:
+            text = text[: self.max_tokens * _CHARS_PER_TOKEN]
+        if self.normalize:
+            return fold(text)  # drops lone surrogates too
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: the tokenizer takes valid text only
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return text
+
     def run_windows(self, windows: Sequence) -> np.ndarray:
-        """Sigmoid outputs for windows, in order, run in length-sorted batches."""
-        order = np.argsort([len(ids) for ids, _ in windows], kind="stable")
+        """Sigmoid outputs for windows, in order, run in length-sorted batches.
+
+        A batch holds at most ``batch_size`` windows and, with ``run_tokens``, at
+        most that many tokens counting padding (one window at least).
+        """
+        lengths = [len(ids) for ids, _ in windows]
+        order = np.argsort(lengths, kind="stable")
         out = np.empty((len(windows), len(self.labels)), dtype=np.float32)
-        for s in range(0, len(order), self.batch_size):
-            sel = order[s:s + self.batch_size]
+        starts = [0]
+        for end in range(1, len(order)):  # sorted, so the newest window is the batch's widest
+            n = end - starts[-1] + 1
+            if n > self.batch_size or (self.run_tokens is not None and n * lengths[order[end]] > self.run_tokens):
+                starts.append(end)
+        for s, e in zip(starts, [*starts[1:], len(order)]):
+            sel = order[s:e]
             feed = self.encoder.pad([windows[i] for i in sel])
             logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
             out[sel] = 1.0 / (1.0 + np.exp(-logits))
