@@ -23,6 +23,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--refusals", type=int, default=1500, help="synthetic refused-harmful QA pairs to add")
+    p.add_argument("--category-pos-weight", type=float, default=1.0,
+                   help="weight positives of rare categories by neg/pos, capped at this value (1: off)")
     p.add_argument("--limit", type=int, help="use only this many rows (a random sample; for smoke tests)")
     p.add_argument("--device", default="auto")
     p.add_argument("--splits-only", action="store_true",
@@ -48,6 +50,6 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                      refusals=args.refusals, device=args.device)
+                      refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device)
     train(rows, cfg)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -42,8 +43,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     exchanges = [Exchange(r["prompt"], r.get("response")) for r in rows]
     with tqdm(total=len(rows), desc="scoring", unit="row", disable=args.quiet) as bar:
         scores = guard.score_many(exchanges, progress=bar.update)
-    out = open(args.output, "w", encoding="utf-8") if args.output != Path("-") else sys.stdout
-    with out:
+    with contextlib.ExitStack() as stack:  # closes the file it opens, never stdout
+        out = sys.stdout if args.output == Path("-") else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         for row, ex, s in zip(rows, exchanges, scores):
             action, _ = guard.judge("input" if ex.response is None else "output", s)
             row = dict(row)
@@ -144,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--calib", type=Path, required=True, help="calibration split (JSON Lines) for thresholds")
-    p.add_argument("--sample", type=Path, help="held-out rows for the export checks (default: --calib)")
-    p.add_argument("--name")
+    p.add_argument("--sample", type=Path, help="held-out rows for the export checks, 256 drawn (default: --calib)")
+    p.add_argument("--name", help="model name written into beaverguard.json (default: the --out directory's name)")
+    p.add_argument("--max-length", type=int, default=256, help="the model's window in tokens (as trained)")
     p.add_argument("--keep-fp32", type=Path, help="also keep the fp32 ONNX graph here (for benchmarks)")
     p.set_defaults(func=cmd_export)
 

@@ -3,7 +3,9 @@
 Rules (written into ``beaverguard.json``; a policy may override any of them):
 
 * output rail, ``unsafe``: the best-F1 threshold on QA pairs whose false-positive
-  rate stays at or under ``max_fpr_output`` (BeaverTails pairs when present);
+  rate stays at or under ``max_fpr_output`` (BeaverTails pairs when present). The
+  default budget (0.06) is well under the 0.15 we promise, leaving headroom for
+  the categories' own false positives and for drift from calibration to new data;
 * input rail, ``unsafe``: the lowest threshold that flags at most
   ``max_fpr_input`` of ordinary safe prompts (ToxicChat safe rows when present),
   which maximises recall of harmful requests under that budget;
@@ -32,8 +34,8 @@ def _round(t: float) -> float:
     return float(np.clip(np.round(t, 4), 0.01, 0.99))
 
 
-def calibrate(rows: Sequence[Row], probs: np.ndarray, *, max_fpr_output: float = 0.12,
-              max_fpr_input: float = 0.05, max_added_fpr: float = 0.005,
+def calibrate(rows: Sequence[Row], probs: np.ndarray, *, max_fpr_output: float = 0.06,
+              max_fpr_input: float = 0.04, max_added_fpr: float = 0.005,
               min_category: float = 0.05) -> dict[str, dict[str, float]]:
     """Return ``{"input": {label: t}, "output": {label: t}}`` from rows and their (n, 15) probabilities."""
     y = np.array([not r.is_safe for r in rows])
@@ -44,7 +46,7 @@ def calibrate(rows: Sequence[Row], probs: np.ndarray, *, max_fpr_output: float =
     out: dict[str, dict[str, float]] = {}
 
     sel = qa & bt if (qa & bt).any() else qa
-    t_out = best_f1_threshold(y[sel], unsafe[sel], max_fpr=max_fpr_output)
+    t_out = best_f1_threshold(y[sel], unsafe[sel], max_fpr=max_fpr_output) if sel.any() else 0.5
 
     safe_chat = ~qa & ~y & (toxicchat if (~qa & ~y & toxicchat).any() else True)
     t_in = float(np.quantile(unsafe[safe_chat], 1 - max_fpr_input)) if safe_chat.any() else 0.5

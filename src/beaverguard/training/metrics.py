@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Binary", "binary", "average_precision", "pr_curve", "best_f1_threshold"]
+__all__ = ["Binary", "binary", "decisions", "average_precision", "pr_curve", "best_f1_threshold"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,17 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
 
 def binary(y: np.ndarray, score: np.ndarray, threshold: float) -> Binary:
     """Metrics of the decision ``score >= threshold`` against boolean labels ``y``."""
+    return decisions(y, np.asarray(score) >= threshold, score)
+
+
+def decisions(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> Binary:
+    """Metrics of boolean decisions ``pred`` against labels ``y``; AUPRC is ranked by ``score``.
+
+    Apart from :func:`binary` because a policy's decision is not always one
+    threshold on one score (a category's action may be ``allow``).
+    """
     y = np.asarray(y, dtype=bool)
-    pred = np.asarray(score) >= threshold
+    pred = np.asarray(pred, dtype=bool)
     tp = int(np.sum(pred & y))
     fp = int(np.sum(pred & ~y))
     fn = int(np.sum(~pred & y))

@@ -22,7 +22,7 @@ import numpy as np
 
 from beaverguard._encoding import Encoder
 from beaverguard.training.data import LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
-from beaverguard.training.metrics import binary, best_f1_threshold
+from beaverguard.training.metrics import average_precision, best_f1_threshold, binary
 
 __all__ = ["TrainConfig", "train", "default_base"]
 
@@ -45,6 +45,7 @@ class TrainConfig:
     max_length: int = 256
     seed: int = 13
     refusals: int = 1500
+    category_pos_weight: float = 1.0  # cap on the per-category positive weight (neg/pos); 1 = unweighted
     device: str = "auto"
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -124,6 +125,14 @@ def summarize(rows: Sequence[Row], probs: np.ndarray) -> dict:
         y = np.array([not r.is_safe for r in rows])[sel]
         t = best_f1_threshold(y, unsafe[sel], max_fpr=0.15)
         report[name] = {"threshold": t, **binary(y, unsafe[sel], t).as_dict()}
+    labelled = np.array([r.categories is not None for r in rows])
+    aps = []
+    for i, key in enumerate(LABELS[:-1]):
+        cy = np.array([bool(r.categories) and key in r.categories for r in rows])[labelled]
+        if cy.any():
+            aps.append(average_precision(cy, probs[labelled, i]))
+    if aps:
+        report["categories_macro_auprc"] = {"auprc": float(np.mean(aps)), "n_categories": len(aps)}
     return report
 
 
@@ -171,6 +180,12 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup))))
     lengths = [len(e.ids) for e in encs]
+    # Rare categories get their positives weighted up (neg/pos, capped), so their scores are not drowned.
+    pos = (y * mask).sum(0)
+    neg = ((1 - y) * mask).sum(0)
+    pos_weight = np.clip(neg / np.maximum(pos, 1), 1.0, cfg.category_pos_weight)
+    pos_weight[-1] = 1.0
+    pos_weight_t = torch.tensor(pos_weight, dtype=torch.float32, device=device)
     history, best_score, best_state = [], -1.0, None
     for epoch in range(cfg.epochs):
         model.train()
@@ -182,7 +197,8 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
                 mb = torch.from_numpy(mask[batch]).float().to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     logits = model(**feed).logits
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), yb, reduction="none")
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits.float(), yb, reduction="none", pos_weight=pos_weight_t)
                 loss = (loss * mb).sum() / mb.sum()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

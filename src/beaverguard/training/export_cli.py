@@ -1,0 +1,60 @@
+"""``beaverguard export``: checkpoint in, shippable int8 model directory with calibrated thresholds out.
+
+Three steps, each checked: export and quantize (:func:`export`, which fails when
+a graph drifts from its source), score the calibration rows with the int8 model
+*as the runtime loads it* (:class:`OnnxScorer`), then write the thresholds that
+:func:`calibrate` picks into ``beaverguard.json``. Calibrating on the shipped
+graph, not the fp32 one, keeps the thresholds true to what users run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from beaverguard._model import OnnxScorer
+from beaverguard._types import Exchange
+from beaverguard.training.calibrate import calibrate
+from beaverguard.training.data import LABELS, read_jsonl
+from beaverguard.training.export import export
+
+__all__ = ["run_export", "write_thresholds", "SAMPLE_SIZE"]
+
+SAMPLE_SIZE = 256  # rows for the export checks
+
+
+def write_thresholds(model_dir: Path, thresholds: dict[str, dict[str, float]]) -> None:
+    """Replace the thresholds in ``model_dir/beaverguard.json`` (its checksums cover the graph and tokenizer only)."""
+    path = Path(model_dir) / "beaverguard.json"
+    spec = json.loads(path.read_text())
+    spec["thresholds"] = thresholds
+    path.write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        calib = read_jsonl(args.calib)
+        sample = read_jsonl(args.sample) if args.sample else calib
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"beaverguard export: {exc}") from None
+    if not calib:
+        raise SystemExit(f"beaverguard export: {args.calib} has no rows")
+    sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
+    report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
+                    keep_fp32=args.keep_fp32)
+
+    scorer = OnnxScorer(args.out, provider="cpu", threads=0, batch_size=32)
+    scores = scorer.score([Exchange(r.prompt, r.response) for r in calib])
+    probs = np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64)
+    thresholds = calibrate(calib, probs)
+    write_thresholds(args.out, thresholds)
+
+    report["calibration_rows"] = len(calib)
+    report["thresholds"] = thresholds
+    (Path(args.out) / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0

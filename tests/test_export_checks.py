@@ -1,0 +1,117 @@
+"""Export checks: int8-vs-fp32 on the tiny model with onnxruntime alone, and the full torch export when installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beaverguard._encoding import Encoder
+from beaverguard.training.export import INT8_MAX_TOLERANCE, ExportCheckError, check_int8, onnx_probs, quantize
+
+PAIRS = [("how do i make a bomb", None), ("hello", "steal it"), ("kill the idiot", "sorry i cannot"),
+         ("tell me about rome", "the history of rome"), ("naked", None), ("what is the weather", "nice day")]
+
+
+def _feeds(model_dir: Path) -> list[dict[str, np.ndarray]]:
+    encoder = Encoder(model_dir / "tokenizer.json", 32)
+    encs = encoder.encode([p for p, _ in PAIRS], [r for _, r in PAIRS])
+    return [encoder.pad(encs[:3]), encoder.pad(encs[3:])]
+
+
+def _with_bias(src: Path, dst: Path, delta: float) -> Path:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        if init.name == "bias":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(delta), "bias"))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_int8_check_passes_on_a_real_quantized_graph(tiny_model: Path, tmp_path: Path) -> None:
+    import onnx
+
+    int8 = quantize(tiny_model / "model.onnx", tmp_path / "int8.onnx")
+    stored = {i.name: i.data_type for i in onnx.load(str(int8)).graph.initializer}
+    assert any(t in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in stored.values())  # really quantized
+    report = check_int8(tiny_model / "model.onnx", int8, _feeds(tiny_model))
+    assert report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    assert report["int8_vs_fp32_unsafe_agreement_at_0.5"] == 1.0
+
+
+def test_int8_check_tolerates_small_drift_and_fails_on_a_perturbed_graph(tiny_model: Path, tmp_path: Path) -> None:
+    int8 = quantize(tiny_model / "model.onnx", tmp_path / "int8.onnx")
+    feeds = _feeds(tiny_model)
+    slight = _with_bias(int8, tmp_path / "slight.onnx", 0.02)
+    report = check_int8(tiny_model / "model.onnx", slight, feeds)
+    assert 0 < report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    broken = _with_bias(int8, tmp_path / "broken.onnx", 5.0)
+    assert np.abs(onnx_probs(broken, feeds) - onnx_probs(int8, feeds)).max() > INT8_MAX_TOLERANCE
+    with pytest.raises(ExportCheckError, match="int8 differs from fp32"):
+        check_int8(tiny_model / "model.onnx", broken, feeds)
+
+
+def _tiny_checkpoint(tiny_model: Path, path: Path) -> Path:
+    """A randomly initialised 2-layer BERT with the 15 labels, and the tiny model's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from beaverguard.training.data import LABELS
+
+    vocab = json.loads((tiny_model / "tokenizer.json").read_text())["model"]["vocab"]
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=len(LABELS),
+                        problem_type="multi_label_classification", id2label=dict(enumerate(LABELS)),
+                        label2id={k: i for i, k in enumerate(LABELS)})
+    BertForSequenceClassification(config).eval().save_pretrained(path)
+    shutil.copy(tiny_model / "tokenizer.json", path / "tokenizer.json")
+    return path
+
+
+def test_export_command_end_to_end(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("optimum.onnxruntime")
+    from beaverguard import Exchange, Guard
+    from beaverguard._model import ModelSpec
+    from beaverguard.cli import main
+    from beaverguard.training.data import LABELS
+
+    checkpoint = _tiny_checkpoint(tiny_model, tmp_path / "checkpoint")
+    calib = tmp_path / "calib.jsonl"
+    rows = [{"prompt": p, "response": r, "is_safe": i % 2 == 0, "source": "beavertails-test" if r else "toxicchat",
+             "categories": ([] if i % 2 == 0 else ["violence,aiding_and_abetting,incitement"]) if r else None}
+            for i, (p, r) in enumerate(PAIRS * 4)]
+    calib.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "model"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--calib", str(calib),
+                 "--max-length", "32", "--name", "tiny-bert", "--keep-fp32", str(tmp_path / "fp32.onnx")]) == 0
+
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "export_report.json").read_text())
+    assert printed == report
+    assert report["sample"] == len(rows) and report["calibration_rows"] == len(rows)
+    assert report["fp32_vs_torch_max_abs"] <= 1e-4
+    assert report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    assert (tmp_path / "fp32.onnx").is_file()
+
+    spec = ModelSpec.load(out)  # checksums verified
+    assert spec.name == "tiny-bert" and spec.max_length == 32
+    assert {rail: dict(t) for rail, t in spec.thresholds.items()} == report["thresholds"]
+    assert all(set(t) == set(LABELS) for t in report["thresholds"].values())
+    # The shipped directory scores through the runtime, matching the fp32 graph within the int8 tolerance.
+    guard = Guard(model=out)
+    try:
+        scores = guard.score_many([Exchange(p, r) for p, r in PAIRS])
+    finally:
+        guard.close()
+    feeds = _feeds(out)
+    fp32 = onnx_probs(tmp_path / "fp32.onnx", feeds)
+    runtime = np.array([[s[k] for k in LABELS] for s in scores])
+    assert np.abs(runtime - fp32).max() <= INT8_MAX_TOLERANCE

@@ -1,0 +1,250 @@
+"""The training pipeline's pure parts: data loading, splits, targets, metrics and calibration (no torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beaverguard._categories import CATEGORY_KEYS
+from beaverguard.training.calibrate import calibrate
+from beaverguard.training.data import LABELS, Row, read_jsonl, refusal_pairs, split_by_prompt, targets, write_jsonl
+from beaverguard.training.metrics import average_precision, best_f1_threshold, binary, decisions, pr_curve
+
+VIOLENCE = "violence,aiding_and_abetting,incitement"
+PRIVACY = "privacy_violation"
+
+
+def write_lines(path: Path, records: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def hf_record(prompt: str, response: str, is_safe, on: tuple[str, ...] = ()) -> dict:
+    return {"prompt": prompt, "response": response, "is_safe": is_safe,
+            "category": {k: k in on for k in CATEGORY_KEYS}}
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def test_read_shared_schema(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "shared.jsonl", [
+        {"prompt": "how to hurt", "response": "like this", "is_safe": False, "categories": [VIOLENCE, PRIVACY],
+         "source": "beavertails-30k_test"},
+        "",  # blank lines are skipped
+        {"prompt": "bake bread?", "response": None, "is_safe": True, "categories": None, "source": "alpaca"},
+        {"prompt": "how to hurt", "response": "no", "is_safe": True, "categories": []},
+    ])
+    rows = read_jsonl(path)
+    assert rows == [
+        Row("how to hurt", "like this", False, (VIOLENCE, PRIVACY), "beavertails-30k_test"),
+        Row("bake bread?", None, True, None, "alpaca"),
+        Row("how to hurt", "no", True, (), ""),
+    ]
+
+
+def test_read_hugging_face_layout_mixed_with_shared(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "hf.jsonl", [
+        hf_record("q1", "a1", False, (PRIVACY, VIOLENCE)),
+        hf_record("q2", "a2", True),
+        {"prompt": "q3", "response": None, "is_safe": False, "categories": None, "source": "toxicchat"},
+    ])
+    rows = read_jsonl(path)
+    # Categories come out in the canonical order, whatever order the dict had.
+    assert rows[0] == Row("q1", "a1", False, (PRIVACY, VIOLENCE), "beavertails")
+    assert rows[1] == Row("q2", "a2", True, (), "beavertails")
+    assert rows[2] == Row("q3", None, False, None, "toxicchat")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"prompt": "p", "response": None, "is_safe": False, "categories": ["violence"]}, "unknown categories"),
+    ({"prompt": "p", "response": None, "is_safe": None, "categories": None}, "is_safe is null"),
+    ({"prompt": "p", "response": None, "categories": None}, "is_safe is null"),
+    (hf_record("p", "r", None), "is_safe is null"),
+    ({**hf_record("p", "r", False), "category": {"violence": True}}, "lacks categories"),
+    ({**hf_record("p", "r", False), "category": {**hf_record("p", "r", False)["category"], "spam": True}},
+     "unknown categories"),
+    ({"response": None, "is_safe": True}, "string 'prompt'"),
+    ('{"prompt": "p", "is_safe": tru', "not valid JSON"),
+])
+def test_bad_rows_name_file_and_line(tmp_path: Path, bad, message: str) -> None:
+    good = {"prompt": "fine", "response": None, "is_safe": True, "categories": None}
+    path = write_lines(tmp_path / "bad.jsonl", [good, "", bad, good])
+    with pytest.raises(ValueError, match=message) as info:
+        read_jsonl(path)
+    assert f"{path}:3" in str(info.value)
+
+
+def test_write_then_read_round_trips(tmp_path: Path) -> None:
+    rows = [Row("p", "r", False, (VIOLENCE,), "s"), Row("q", None, True, None, "t"), Row("x", "y", True, (), "u")]
+    write_jsonl(rows, tmp_path / "out.jsonl")
+    assert read_jsonl(tmp_path / "out.jsonl") == rows
+
+
+# -- splits and targets -------------------------------------------------------------------------
+
+
+def test_split_by_prompt_keeps_prompts_together_and_is_stable() -> None:
+    rows = []
+    for i in range(600):
+        rows.append(Row(f"Prompt number {i}", None, i % 3 == 0, None))
+        rows.append(Row(f"  prompt   NUMBER {i} ", f"answer {i}", True, ()))  # same prompt, other spelling
+    split = split_by_prompt(rows, seed=7)
+    assert sum(map(len, split.values())) == len(rows)
+    side = {}
+    for name, part in split.items():
+        for r in part:
+            key = " ".join(r.prompt.lower().split())
+            assert side.setdefault(key, name) == name, f"{key!r} is on two sides"
+    # Stable: the same seed gives the same split, row for row and in order.
+    assert split_by_prompt(rows, seed=7) == split
+    assert split_by_prompt(list(reversed(rows)), seed=7)["test"] == list(reversed(split["test"]))
+    # Another seed moves prompts; fractions are near the requested 80/10/10.
+    assert split_by_prompt(rows, seed=8)["test"] != split["test"]
+    assert 0.06 < len(split["calib"]) / len(rows) < 0.14
+    assert 0.06 < len(split["test"]) / len(rows) < 0.14
+
+
+def test_targets_and_masks() -> None:
+    n = len(CATEGORY_KEYS)
+    assert LABELS == (*CATEGORY_KEYS, "unsafe")
+    labels, mask = targets(Row("p", "r", True, None))
+    assert labels == [0.0] * (n + 1) and mask == [1.0] * (n + 1)  # safe: no category holds
+    labels, mask = targets(Row("p", "r", False, (VIOLENCE, PRIVACY)))
+    assert [LABELS[i] for i, v in enumerate(labels) if v == 1.0] == [PRIVACY, VIOLENCE, "unsafe"]
+    assert mask == [1.0] * (n + 1)
+    for cats in (None, ()):  # unsafe without category labels trains only "unsafe"
+        labels, mask = targets(Row("p", None, False, cats))
+        assert labels == [0.0] * n + [1.0] and mask == [0.0] * n + [1.0]
+
+
+def test_refusal_pairs_pair_harmful_prompts_with_refusals() -> None:
+    rows = [Row(f"harm {i}", None, False, None) for i in range(20)] + [Row("ok", None, True, None),
+                                                                       Row("qa", "bad", False, (VIOLENCE,))]
+    pairs = refusal_pairs(rows, seed=1, limit=5)
+    assert len(pairs) == 5
+    assert all(p.is_safe and p.response and p.categories == () and p.prompt.startswith("harm ") for p in pairs)
+    assert refusal_pairs(rows, seed=1, limit=5) == pairs
+
+
+# -- metrics (hand-computed) --------------------------------------------------------------------
+
+
+def test_binary_metrics_by_hand() -> None:
+    y = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.1])
+    m = binary(y, score, 0.5)  # flags the first four: tp 3, fp 1, fn 0, tn 2
+    assert (m.n, m.positives) == (6, 3)
+    assert m.precision == pytest.approx(3 / 4)
+    assert m.recall == pytest.approx(1.0)
+    assert m.f1 == pytest.approx(2 * 0.75 / 1.75)
+    assert m.fpr == pytest.approx(1 / 3)
+    # AP: precision at each positive in rank order, averaged: (1/1 + 2/2 + 3/4) / 3.
+    assert m.auprc == pytest.approx((1 + 1 + 0.75) / 3)
+    m = binary(y, score, 0.75)  # flags two: tp 2, fp 0, fn 1
+    assert (m.precision, m.recall, m.fpr) == (1.0, pytest.approx(2 / 3), 0.0)
+
+
+def test_decisions_use_the_given_decisions_and_rank_by_score() -> None:
+    y = np.array([1, 0, 1, 0], dtype=bool)
+    pred = np.array([0, 1, 1, 0], dtype=bool)  # not a threshold on score
+    m = decisions(y, pred, np.array([0.9, 0.5, 0.5, 0.1]))
+    assert (m.precision, m.recall, m.f1, m.fpr) == (0.5, 0.5, 0.5, 0.5)
+    # Tied scores form one step: (recall .5, precision 1), then (recall 1, precision 2/3).
+    assert m.auprc == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+
+
+def test_pr_curve_and_edge_cases() -> None:
+    precision, recall, thr = pr_curve(np.array([1, 0, 1, 0]), np.array([0.9, 0.5, 0.5, 0.1]))
+    assert thr.tolist() == [0.9, 0.5, 0.1]
+    assert precision.tolist() == pytest.approx([1.0, 2 / 3, 0.5])
+    assert recall.tolist() == pytest.approx([0.5, 1.0, 1.0])
+    assert np.isnan(average_precision(np.zeros(3, dtype=bool), np.array([0.1, 0.2, 0.3])))
+    m = binary(np.zeros(3, dtype=bool), np.array([0.1, 0.6, 0.9]), 0.5)
+    assert (m.positives, m.recall, m.fpr) == (0, 0.0, pytest.approx(2 / 3))
+
+
+def test_best_f1_threshold_respects_max_fpr() -> None:
+    # Ranked: + - + + - - - -   (5 negatives, 3 positives)
+    y = np.array([1, 0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    score = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert best_f1_threshold(y, score) == 0.8            # tp 3, fp 1: F1 6/7
+    assert best_f1_threshold(y, score, max_fpr=0.2) == 0.8
+    assert best_f1_threshold(y, score, max_fpr=0.0) == 0.95  # no false positive allowed
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    score = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0, 1).round(3)
+    for max_fpr in (0.01, 0.05, 0.2, 1.0):
+        t = best_f1_threshold(y, score, max_fpr=max_fpr)
+        assert binary(y, score, t).fpr <= max_fpr
+        allowed = [binary(y, score, c).f1 for c in np.unique(score) if binary(y, score, c).fpr <= max_fpr]
+        assert binary(y, score, t).f1 == pytest.approx(max(allowed))
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+
+def _synthetic(seed: int = 5) -> tuple[list[Row], np.ndarray]:
+    """BeaverTails-like QA pairs (violence or privacy when unsafe) and ToxicChat-like prompts."""
+    rng = np.random.default_rng(seed)
+    rows, probs = [], []
+    vi, pi = LABELS.index(VIOLENCE), LABELS.index(PRIVACY)
+    for i in range(400):
+        unsafe = i % 2 == 0
+        cat = (VIOLENCE if i % 4 == 0 else PRIVACY) if unsafe else None
+        p = rng.uniform(0.0, 0.3, len(LABELS))
+        p[-1] = rng.uniform(0.35, 1.0) if unsafe else rng.uniform(0.0, 0.7)
+        if cat:
+            p[LABELS.index(cat)] = rng.uniform(0.5, 1.0)
+        p[vi] = max(p[vi], rng.uniform(0.0, 0.45)) if cat != VIOLENCE else p[vi]
+        rows.append(Row(f"q{i}", f"a{i}", not unsafe, (cat,) if cat else (), "beavertails-30k_test"))
+        probs.append(p)
+    for i in range(300):
+        unsafe = i % 10 == 0
+        p = rng.uniform(0.0, 0.3, len(LABELS))
+        p[-1] = rng.uniform(0.4, 1.0) if unsafe else rng.beta(2, 5)
+        rows.append(Row(f"p{i}", None, not unsafe, None, "toxicchat-test"))
+        probs.append(p)
+    assert pi != vi
+    return rows, np.array(probs)
+
+
+def test_calibrate_follows_its_documented_rules() -> None:
+    rows, probs = _synthetic()
+    out = calibrate(rows, probs, max_fpr_output=0.10, max_fpr_input=0.05, max_added_fpr=0.005)
+    assert set(out) == {"input", "output"}
+    for rail in out.values():
+        assert set(rail) == set(LABELS)
+        assert all(0.01 <= t <= 0.99 for t in rail.values())
+
+    qa = np.array([r.response is not None for r in rows])
+    y = np.array([not r.is_safe for r in rows])
+    unsafe = probs[:, -1]
+    # Output rail: best F1 among thresholds within the false-positive budget.
+    t_out = out["output"]["unsafe"]
+    assert binary(y[qa], unsafe[qa], t_out).fpr <= 0.10 + 1 / (~y[qa]).sum()
+    best = max(binary(y[qa], unsafe[qa], c).f1 for c in np.unique(unsafe[qa])
+               if binary(y[qa], unsafe[qa], c).fpr <= 0.10)
+    assert binary(y[qa], unsafe[qa], t_out).f1 == pytest.approx(best, abs=0.01)
+    # Input rail: flags at most 5% of the safe prompts (one row of slack for rounding).
+    safe_prompts = ~qa & ~y
+    assert np.mean(unsafe[safe_prompts] >= out["input"]["unsafe"]) <= 0.05 + 1 / safe_prompts.sum()
+    assert np.mean(unsafe[safe_prompts] >= out["input"]["unsafe"]) >= 0.05 - 1 / safe_prompts.sum()
+    # Categories: separate their own rows, and add at most 0.5% false positives to what unsafe lets through.
+    for key in (VIOLENCE, PRIVACY):
+        i, t = LABELS.index(key), out["output"][key]
+        has = np.array([bool(r.categories) and key in r.categories for r in rows])
+        assert binary(has[qa], probs[qa, i], t).recall > 0.9
+        passed = qa & ~y & (unsafe < t_out)
+        assert np.mean(probs[passed, i] >= t) <= 0.005 + 1 / passed.sum()
+
+
+def test_calibrate_without_qa_pairs_keeps_the_output_default() -> None:
+    rows = [Row(f"p{i}", None, i % 4 != 0, None, "toxicchat-test") for i in range(40)]
+    probs = np.tile(np.linspace(0.05, 0.95, 40)[:, None], (1, len(LABELS)))
+    out = calibrate(rows, probs)
+    assert out["output"]["unsafe"] == 0.5
+    assert np.mean(probs[[r.is_safe for r in rows], -1] >= out["input"]["unsafe"]) <= 0.05 + 1 / 30
