@@ -146,3 +146,19 @@ async def test_sync_decorator_and_run_sync_reject_none(guard):
         handler(None)
     with pytest.raises(TypeError):
         guard.run_sync(lambda p: "ok", None)
+
+
+async def test_tool_call_arguments_are_judged_and_dropped_when_replaced(guard):
+    from langchain_core.messages import AIMessage
+
+    reply = AIMessage(content="", tool_calls=[{"name": "send", "args": {"text": "poison the water"}, "id": "1"}])
+    decision = await guard.check_output("bread recipe", reply)
+    assert decision.blocked
+    out = guard.apply_output(reply, decision)
+    assert isinstance(out, AIMessage) and out.tool_calls == [] and out.content == guard.policy.blocked_message
+    harmless = AIMessage(content="", tool_calls=[{"name": "send", "args": {"text": "bread recipe"}, "id": "2"}])
+    assert not (await guard.check_output("bread recipe", harmless)).blocked
+    openai_style = {"role": "assistant", "content": None,
+                    "tool_calls": [{"id": "3", "type": "function",
+                                    "function": {"name": "send", "arguments": '{"text": "kill him"}'}}]}
+    assert (await guard.check_output("hello", openai_style)).blocked

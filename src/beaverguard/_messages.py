@@ -10,6 +10,8 @@ message, a dict with ``content``.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -123,23 +125,44 @@ def with_prompt(value: Any, text: str) -> Any:
     return messages
 
 
+def _tool_calls_text(reply: Any) -> str:
+    """Tool calls a reply asks for, as text: their arguments are output too, and are judged."""
+    calls = reply.get("tool_calls") if isinstance(reply, Mapping) else getattr(reply, "tool_calls", None)
+    lines = []
+    for call in calls or ():
+        fn = call.get("function", call) if isinstance(call, Mapping) else call
+        name = fn.get("name", "") if isinstance(fn, Mapping) else getattr(fn, "name", "")
+        args = fn.get("arguments", fn.get("args", "")) if isinstance(fn, Mapping) else getattr(fn, "args", "")
+        lines.append(f"{name}({args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)})")
+    return "\n".join(lines)
+
+
 def text_of(reply: Any) -> str:
-    """The text of a model's reply: a string, a message, a message chunk or a dict with content."""
+    """The text of a model's reply (a string, a message, a chunk or a dict), tool-call arguments included."""
     if isinstance(reply, str):
         return reply
     if isinstance(reply, Mapping):
-        return _content_text(reply.get("content"))
-    if hasattr(reply, "content"):
-        return _content_text(reply.content)
-    raise TypeError(f"cannot read the text of a reply of type {type(reply).__name__}")
+        text = _content_text(reply.get("content"))
+    elif hasattr(reply, "content"):
+        text = _content_text(reply.content)
+    else:
+        raise TypeError(f"cannot read the text of a reply of type {type(reply).__name__}")
+    calls = _tool_calls_text(reply)
+    return f"{text}\n{calls}" if text and calls else text or calls
 
 
 def with_text(reply: Any, text: str) -> Any:
     """``reply`` with its content replaced (a string stays a string, a message stays a message).
 
-    The whole content goes, images included: only the text was judged, so
-    nothing else of a replaced reply may pass.
+    The whole content goes, images and tool calls included: a replaced reply was
+    judged unsafe as a whole, so nothing of it may pass.
     """
     if isinstance(reply, str):
         return text
-    return _replace_content(reply, text, keep_blocks=False)
+    replaced = _replace_content(reply, text, keep_blocks=False)
+    if isinstance(replaced, Mapping) and "tool_calls" in replaced:
+        return {k: v for k, v in replaced.items() if k != "tool_calls"}
+    if getattr(replaced, "tool_calls", None):
+        extra = {"tool_call_chunks": []} if hasattr(replaced, "tool_call_chunks") else {}
+        return replaced.model_copy(update={"tool_calls": [], **extra})
+    return replaced
