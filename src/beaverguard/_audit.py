@@ -72,7 +72,7 @@ class Auditor:
             prompt = None if prompt is None else self.redact(prompt)
             response = None if response is None else self.redact(response)
         rec = record(decision, self.policy, prompt, response)
-        if self.policy.log:
+        if self.policy.log and logger.isEnabledFor(logging.INFO):  # no JSON work when nobody listens
             logger.info("%s %s %s", rec["rail"], rec["action"], json.dumps(rec))
         for sink in self.sinks:
             try:

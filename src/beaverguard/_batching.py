@@ -1,9 +1,8 @@
 """Batching of concurrent requests: the one place that decides how scoring runs.
 
-Callers from any thread or event loop submit exchanges; a dispatcher thread
-hands them to worker threads in batches. A worker that frees up takes the
-oldest waiting exchange plus the waiting ones closest to it in length (less
-padding). Under no load a request is dispatched at once and pays no wait; under
+Callers from any thread or event loop submit exchanges to one waiting list;
+worker threads take them in batches. A worker that frees up takes the oldest
+waiting exchange plus the waiting ones closest to it in length (less padding). Under no load a request is dispatched at once and pays no wait; under
 load, batches form by themselves while the workers are busy.
 
 The plan (workers, batch size, threads per run) follows the execution provider
@@ -18,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from beaverguard._exceptions import ScorerError
@@ -67,16 +65,20 @@ _Item = tuple[Exchange, Future]
 
 
 class Batcher:
-    """Collect exchanges from concurrent callers into batches for one scorer."""
+    """Collect exchanges from concurrent callers into batches for one scorer.
+
+    ``plan.workers`` threads pull from one waiting list: a thread that is free
+    takes a batch at once, so a lone request goes straight to a worker (one
+    hand-off there, one back), and under load the list fills while every worker
+    is busy, which is where batches come from.
+    """
 
     def __init__(self, scorer: Scorer, plan: Plan) -> None:
         self.scorer = scorer
         self.plan = plan
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._slots = threading.Semaphore(plan.workers)
-        self._pool = ThreadPoolExecutor(plan.workers, thread_name_prefix="beaverguard-score")
-        self._lock = threading.Lock()
-        self._dispatcher: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._waiting: list[_Item] = []
+        self._workers: list[threading.Thread] = []
         self.batches_run = 0
         self.closed = False
         self.successor: Batcher | None = None  # set on reload: takes the submits that arrive after close
@@ -90,20 +92,25 @@ class Batcher:
 
     def submit(self, exchanges: Sequence[Exchange]) -> list[Future]:
         """Queue exchanges; each gets a future that resolves to its scores."""
-        self._ensure_started()
         futures = []
-        with self._lock:  # nothing is queued behind close()'s stop marker, where it would wait forever
+        with self._cond:
             if self.closed:
                 if self.successor is not None:  # a caller that fetched this batcher just before a reload
                     return self.successor.submit(exchanges)
                 raise ScorerError("this batcher is closed (its guard was closed)")
+            if not self._workers:
+                self._workers = [threading.Thread(target=self._work, name=f"beaverguard-score-{i}", daemon=True)
+                                 for i in range(self.plan.workers)]
+                for worker in self._workers:
+                    worker.start()
             for exchange in exchanges:
                 fut: Future = Future()
                 with self._idle:
                     self._pending += 1
                 fut.add_done_callback(self._settled)
-                self._queue.put((exchange, fut))
+                self._waiting.append((exchange, fut))
                 futures.append(fut)
+            self._cond.notify(len(futures))
         return futures
 
     def _settled(self, _: Future) -> None:
@@ -132,66 +139,51 @@ class Batcher:
 
     def close(self) -> None:
         """Score what is queued, then stop; later submits raise :class:`ScorerError`."""
-        with self._lock:
+        with self._cond:
             self.closed = True
-            if self._dispatcher is not None:
-                self._queue.put(None)
-                self._dispatcher.join()
-                self._dispatcher = None
-        self._pool.shutdown(wait=True)
+            self._cond.notify_all()
+            workers = self._workers
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join()
 
-    def _ensure_started(self) -> None:
-        if self._dispatcher is None and not self.closed:
-            with self._lock:
-                if self._dispatcher is None:
-                    self._dispatcher = threading.Thread(target=self._dispatch, name="beaverguard-batcher",
-                                                        daemon=True)
-                    self._dispatcher.start()
+    def _next_batch(self) -> list[_Item] | None:
+        """Wait for work and take a batch; None once closed and empty."""
+        with self._cond:
+            while True:
+                while not self._waiting and not self.closed:
+                    self._cond.wait()
+                if not self._waiting:
+                    return None
+                if self.plan.max_wait_s and len(self._waiting) < self.plan.batch_size:
+                    deadline = time.monotonic() + self.plan.max_wait_s  # wait a little for company
+                    while len(self._waiting) < self.plan.batch_size and not self.closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not self._waiting:
+                            break
+                        self._cond.wait(remaining)
+                self._waiting = [it for it in self._waiting if not it[1].cancelled()]
+                if self._waiting:
+                    batch, self._waiting = _take_batch(self._waiting, self.plan.batch_size, self.plan.run_tokens)
+                    return batch
 
-    def _dispatch(self) -> None:
-        waiting: list[_Item] = []
-        while True:
-            self._slots.acquire()
-            if not waiting:
-                item = self._queue.get()
-                if item is None:
-                    return
-                waiting.append(item)
-            deadline = time.monotonic() + self.plan.max_wait_s
-            while True:  # take what else is queued, waiting up to max_wait for company
-                try:
-                    remaining = deadline - time.monotonic()
-                    item = self._queue.get(timeout=remaining) if remaining > 0 and len(waiting) < self.plan.batch_size \
-                        else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                waiting.append(item)
-            waiting = [it for it in waiting if not it[1].cancelled()]
-            if not waiting:
-                self._slots.release()
-                continue
-            batch, waiting = _take_batch(waiting, self.plan.batch_size, self.plan.run_tokens)
-            self._pool.submit(self._run, batch)
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._run(batch)
 
     def _run(self, batch: list[_Item]) -> None:
+        live = [(ex, f) for ex, f in batch if f.set_running_or_notify_cancel()]
+        if not live:
+            return
         try:
-            live = [(ex, f) for ex, f in batch if f.set_running_or_notify_cancel()]
-            if not live:
-                return
-            try:
-                results = self.scorer.score([ex for ex, _ in live])
-            except BaseException as exc:  # handed to each caller, whose policy decides
-                for _, f in live:
-                    f.set_exception(exc)
-                return
-            for (_, f), res in zip(live, results):
-                f.set_result(res)
-            self.batches_run += 1
-        finally:
-            self._slots.release()
+            results = self.scorer.score([ex for ex, _ in live])
+        except BaseException as exc:  # handed to each caller, whose policy decides
+            for _, f in live:
+                f.set_exception(exc)
+            return
+        for (_, f), res in zip(live, results):
+            f.set_result(res)
+        self.batches_run += 1
 
 
 def _length(item: _Item) -> int:

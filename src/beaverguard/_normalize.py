@@ -68,6 +68,8 @@ _LEET_WORD = re.compile(r"(?<![\w.,%$])(?:[013457]{1,3}|[013457]+[A-Za-z][013457
 _LEET_TOKEN = re.compile(r"(\S+@\S+\.\w+|\w+://\S+|www\.\S+)|([A-Za-z0-9@$!]+)")
 _NUMERONYM = re.compile(r"[A-Za-z][12]\d[A-Za-z]{1,2}")  # i18n, a11y, l10n (but not n00b, l33t)
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]{8,}")
+# Cheap pre-check: leet needs a digit or symbol between two letters somewhere in the text.
+_LEET_INSIDE = re.compile(r"[A-Za-z][0-9@$!]+[A-Za-z]")
 
 
 def _script(ch: str) -> str:
@@ -121,6 +123,8 @@ def _unleet(token: str) -> str:
 
 
 def _fold_leet(text: str) -> str:
+    if not _LEET_INSIDE.search(text):  # ordinary text: skip the per-word pass
+        return text
     folded = 0
 
     def one(m: re.Match) -> str:
