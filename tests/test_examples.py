@@ -176,7 +176,7 @@ def test_fastapi_stream_cuts_an_unsafe_reply(service):
     released, last = "".join(events[:-1]), events[-1]
     assert last == STRICT_BLOCKED
     assert released and HARMFUL_REPLY.startswith(released)  # cut mid-stream: the safe part went out ...
-    assert "poison" not in released and len(released) > 100
+    assert "poison" not in released and len(released) >= 50
 
 
 def test_fastapi_blocked_prompt_streams_only_the_blocked_message(service):

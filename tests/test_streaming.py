@@ -110,9 +110,10 @@ def test_log_and_block_in_different_checks_keep_the_block(make_guard, tmp_path):
                        "    violence: {threshold: 1.0}\n")
     pieces = ["you can steal bread ", "from the shop ", "and kill ", "them all ", "today "]
     out = list(guard_stream(guard, "bread", iter(pieces), "rid"))
-    assert out == ["you can steal bread ", guard.policy.blocked_message]
+    # The first piece passed its check but sat in the held-back overlap when the block came.
+    assert out == [guard.policy.blocked_message]
     rec = output_record(guard, tmp_path)
-    assert rec["action"] == "block" and rec["stream"]["stopped_at"] == len(pieces[0])
+    assert rec["action"] == "block" and rec["stream"]["stopped_at"] == 0
 
 
 # -- concurrency, abandonment --------------------------------------------------------------

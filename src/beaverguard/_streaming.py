@@ -5,7 +5,10 @@ what came before, always paired with the prompt) is scored, so the work for a
 response of length n is O(n). Two modes:
 
 * ``buffer`` (default): a chunk of the stream is released only once the text it
-  holds has passed a check; the text of a failing check never goes out.
+  holds has passed a check, and the last ``overlap_chars`` of checked text wait
+  for the next check, which sees them again with what follows (so a sentence or
+  a phone number cut by a window's end is judged whole); the text of a failing
+  check never goes out.
 * ``stream_first``: chunks go out at once. A check starts before a chunk is
   handed over, so it runs while the consumer handles that chunk, and the next
   chunk is pulled only once it has passed. So at most ``chunk_chars`` plus one
@@ -66,6 +69,7 @@ class StreamCheck:
         self._held: list[tuple[int, Any]] = []      # (end offset, chunk) not yet released (buffer mode)
         self._mask_to = 0                           # held text up to here goes out redacted
         self.pending: tuple[int, Future] | None = None
+        self.ended = False                          # the stream is complete: nothing more to wait for
         self.decision: Decision | None = None
         self.start = time.perf_counter()
 
@@ -89,6 +93,7 @@ class StreamCheck:
 
     def end(self) -> None:
         """The stream is complete: check what no check has covered yet."""
+        self.ended = True
         if self.enabled and self.length > self.checked:
             self._submit()
         elif not self.enabled:
@@ -124,18 +129,29 @@ class StreamCheck:
         self._tail = self._tail[-keep:] if keep else ""
 
     def releasable(self) -> list[Any]:
-        """Held chunks whose text has passed its checks (buffer mode)."""
+        """Held chunks whose text has passed its checks (buffer mode).
+
+        Until the stream ends, the last ``overlap_chars`` of checked text stay
+        held: the next check sees them again with what follows, so something
+        cut by a window's end (a phone number, a harmful sentence) is judged
+        whole before any of it goes out.
+        """
+        limit = self.checked if self.ended else self.checked - self.settings.overlap_chars
         n = 0
-        while n < len(self._held) and self._held[n][0] <= self.checked:
+        while n < len(self._held) and self._held[n][0] <= limit:
             n += 1
         if not n:
             return []
-        out, end, self._held = [c for _, c in self._held[:n]], self._held[n - 1][0], self._held[n:]
+        out = [c for _, c in self._held[:n]]
         redact = getattr(self.guard, "_redact", None)  # set where a plugin redacts
         if self._mask_to > self.released and redact is not None:
-            masked = redact("".join(text_of(c) for c in out))
+            text = "".join(text_of(c) for c in out)
+            masked = redact(text)
+            ahead = "".join(text_of(c) for end, c in self._held[n:] if end <= self.checked)
+            if not self.ended and not redact(text + ahead).startswith(masked):
+                return []  # a find runs across the release point: hold it until it can go out masked
             out = [with_text(out[0], masked), *(c for c in out[1:] if not text_of(c))]  # keep text-less chunks
-        self.released = end
+        self.released, self._held = self._held[n - 1][0], self._held[n:]
         return out
 
     def finish(self, abandoned: bool = False) -> Decision:

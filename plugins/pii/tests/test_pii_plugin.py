@@ -92,3 +92,19 @@ def test_kinds_and_region_settings(make_guard):
 def test_bad_settings_name_the_plugin(settings, message):
     with pytest.raises(PolicyError, match=f"plugin 'pii': bad settings .*{message}"):
         parse_policy(f"plugins: [{{name: pii, settings: {settings}}}]")
+
+
+async def test_redact_masks_a_buffered_stream(make_guard, audit_records):
+    # Windows of 16 new characters cut the phone number; the 24 held back let the next check see it whole.
+    guard = make_guard(REDACT_BOTH + "streaming: {mode: buffer, chunk_chars: 16, overlap_chars: 24}\n")
+
+    @guard.protect
+    async def handler(prompt: str):
+        for word in "call me on +44 20 7946 0958 or mail jane@example.com today".split(" "):
+            yield word + " "
+
+    out = "".join([chunk async for chunk in handler("hello")])
+    assert "7946" not in out and "jane@example.com" not in out
+    assert "[PHONE]" in out and "[EMAIL]" in out and out.startswith("call me on")
+    guard.close()
+    assert [r["action"] for r in audit_records() if r["rail"] == "output"] == ["redact"]
