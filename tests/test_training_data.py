@@ -248,3 +248,21 @@ def test_calibrate_without_qa_pairs_keeps_the_output_default() -> None:
     out = calibrate(rows, probs)
     assert out["output"]["unsafe"] == 0.5
     assert np.mean(probs[[r.is_safe for r in rows], -1] >= out["input"]["unsafe"]) <= 0.05 + 1 / 30
+
+
+def test_splits_only_writes_whole_splits_with_safe_prompts_added(tmp_path: Path) -> None:
+    from beaverguard.cli import main
+
+    qa = tmp_path / "qa.jsonl"
+    write_jsonl([Row(f"question {i}?", f"answer {i}", i % 3 != 0, None, "src")
+                 for i in range(60)], qa)
+    assert main(["train", "--splits-only", "--out", str(tmp_path / "out"), "--data", str(qa),
+                 "--safe-prompts-from", str(qa)]) == 0
+    parts = {n: read_jsonl(tmp_path / "out" / "splits" / f"{n}.jsonl") for n in ("train", "calib", "test")}
+    rows = [r for part in parts.values() for r in part]
+    added = [r for r in rows if r.response is None]
+    assert len(rows) == 60 + 40 and len(added) == 40  # the 40 safe rows' prompts, as safe prompt-only rows
+    assert all(r.is_safe and r.source == "src-prompt" for r in added)
+    for name, part in parts.items():  # a prompt's QA row and its prompt-only row stay on one side
+        prompts = {r.prompt for r in part}
+        assert not prompts & {r.prompt for n, p in parts.items() if n != name for r in p}

@@ -25,6 +25,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refusals", type=int, default=1500, help="synthetic refused-harmful QA pairs to add")
     p.add_argument("--category-pos-weight", type=float, default=1.0,
                    help="weight positives of rare categories by neg/pos, capped at this value (1: off)")
+    p.add_argument("--safe-prompts-from", action="append", default=[], type=Path,
+                   help="also train on the prompts of this file's safe rows as safe prompt-only rows (for sources "
+                        "whose questions are benign in themselves, e.g. TruthfulQA); repeatable")
+    p.add_argument("--train-limit", type=int,
+                   help="train on a random sample of this many training rows (the splits stay whole)")
     p.add_argument("--limit", type=int, help="use only this many rows (a random sample; for smoke tests)")
     p.add_argument("--device", default="auto")
     p.add_argument("--splits-only", action="store_true",
@@ -33,10 +38,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from beaverguard.training.data import iter_files, load_hf_beavertails
+    from beaverguard.training.data import Row, iter_files, load_hf_beavertails
     from beaverguard.training.train import TrainConfig, train
 
     rows = list(iter_files(args.data))
+    rows += [Row(r.prompt, None, True, (), f"{r.source}-prompt")
+             for r in iter_files(args.safe_prompts_from) if r.is_safe]
     for split in args.hf_split:
         rows += load_hf_beavertails(split)
     if not rows:
@@ -50,6 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                      refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device)
+                      refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
+                      train_limit=args.train_limit)
     train(rows, cfg)
     return 0

@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 13
     refusals: int = 1500
     category_pos_weight: float = 1.0  # cap on the per-category positive weight (neg/pos); 1 = unweighted
+    train_limit: int | None = None  # train on a sample of this many training rows (splits stay whole)
     device: str = "auto"
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -155,6 +156,8 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
         splits = write_splits(rows, out, cfg.seed)
         synthetic = refusal_pairs(splits["train"], seed=cfg.seed, limit=cfg.refusals)
         train_rows = splits["train"] + synthetic
+        if cfg.train_limit and cfg.train_limit < len(train_rows):
+            train_rows = random.Random(cfg.seed).sample(train_rows, cfg.train_limit)
     print(f"rows: train {len(splits['train'])} (+{len(synthetic)} synthetic refusals), "
           f"calib {len(splits['calib'])}, test {len(splits['test'])}")
 
