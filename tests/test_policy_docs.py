@@ -54,3 +54,12 @@ def test_nested_models_say_where_they_sit():
 def test_cli_prints_the_reference(capsys):
     assert main(["policy", "docs"]) == 0
     assert capsys.readouterr().out == policy_reference()
+
+
+def test_every_yaml_block_in_the_readme_is_a_valid_policy():
+    from beaverguard import parse_policy
+
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert blocks, "README.md shows no policy YAML"
+    for i, block in enumerate(blocks):
+        parse_policy(block, f"README.md yaml block {i + 1}")
