@@ -23,9 +23,13 @@ from beaverguard._categories import CATEGORY_KEYS, UNSAFE
 from beaverguard._encoding import Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
-from beaverguard._types import Exchange, Rail, Scores
+from beaverguard._types import Exchange, Rail
 
 __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "Provider"]
+
+# Scoring already runs one worker per core; tokenizers' own thread pool on top would oversubscribe
+# the CPU (and it warns after a fork). A value the user set wins.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
 LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
@@ -197,9 +201,3 @@ class OnnxScorer:
     def default_thresholds(self, rail: Rail) -> Mapping[str, float]:
         return self.spec.thresholds[rail]
 
-
-def score_one(scorer: Scorer, exchange: Exchange) -> Scores:
-    return scorer.score([exchange])[0]
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

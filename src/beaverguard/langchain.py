@@ -11,6 +11,7 @@ right after (``stream_first``).
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
@@ -131,7 +132,5 @@ class GuardedRunnable(Runnable[Any, Any]):
 
 def _last(inputs: Iterator[Any]) -> Any:
     """A transform receives its input as a stream; a prompt is judged whole, so take the last."""
-    value = None
-    for value in inputs:
-        pass
-    return value
+    last = deque(inputs, maxlen=1)
+    return last[0] if last else None
