@@ -189,12 +189,14 @@ class Guard:
         return self._conclude("output", text, reply, scores, error, start, request_id)
 
     def check_input_sync(self, prompt: Any, *, request_id: str | None = None) -> Decision:
+        """Sync twin of :meth:`check_input`, for code without an event loop."""
         text = prompt_of(prompt)
         start = time.perf_counter()
         scores, error = self._score_sync("input", Exchange(text))
         return self._conclude("input", text, None, scores, error, start, request_id)
 
     def check_output_sync(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
+        """Sync twin of :meth:`check_output`."""
         text, reply = prompt_of(prompt), text_of(response)
         start = time.perf_counter()
         scores, error = self._score_sync("output", Exchange(text, reply))
@@ -228,6 +230,7 @@ class Guard:
         return self.apply_output(reply, await self.check_output(prompt, reply, request_id=request_id))
 
     def run_sync(self, llm_call: Callable[..., T], prompt: Any, /, *args: Any, **kwargs: Any) -> T | str:
+        """Sync twin of :meth:`run`: guard one call of a sync callable."""
         request_id = uuid.uuid4().hex
         verdict = self.check_input_sync(prompt, request_id=request_id)
         if verdict.blocked:

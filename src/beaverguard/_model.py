@@ -48,7 +48,9 @@ class Scorer(Protocol):
 
     labels: tuple[str, ...]
 
-    def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]: ...
+    def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
+        """One mapping of label to probability per exchange, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class OnnxScorer:
         self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
+        """Probabilities per label for each exchange: the maximum over its windows."""
         if not exchanges:
             return []
         per_exchange = self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
@@ -199,5 +202,6 @@ class OnnxScorer:
         return out
 
     def default_thresholds(self, rail: Rail) -> Mapping[str, float]:
+        """The calibrated thresholds of ``beaverguard.json`` for a rail (a policy may override them)."""
         return self.spec.thresholds[rail]
 

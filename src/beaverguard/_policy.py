@@ -159,4 +159,5 @@ class Policy(_Strict):
         return self
 
     def rail(self, name: str) -> RailPolicy:
+        """The rules of the ``input`` or ``output`` rail."""
         return self.input if name == "input" else self.output

@@ -54,6 +54,7 @@ class GuardedRunnable(Runnable[Any, Any]):
     # invoke / ainvoke -------------------------------------------------------------------
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Check the input, call the wrapped runnable as a child run, check its output."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
 
     def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
@@ -66,6 +67,7 @@ class GuardedRunnable(Runnable[Any, Any]):
         return self.guard.apply_output(reply, self.guard.check_output_sync(input, reply, request_id=rid))
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Async :meth:`invoke`; scoring never blocks the event loop."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
     async def _ainvoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
@@ -80,9 +82,11 @@ class GuardedRunnable(Runnable[Any, Any]):
     # stream / astream -------------------------------------------------------------------
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Guard a stream of inputs (judged whole) and stream the checked output."""
         yield from self._transform_stream_with_config(input, self._transform, config, **kwargs)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Stream the wrapped runnable's output, released as the output rail passes it."""
         return self.transform(iter([input]), config, **kwargs)
 
     def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig,
@@ -99,11 +103,13 @@ class GuardedRunnable(Runnable[Any, Any]):
 
     async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,
                          **kwargs: Any) -> AsyncIterator[Any]:
+        """Async :meth:`transform`."""
         async with aclosing(self._atransform_stream_with_config(input, self._atransform, config, **kwargs)) as it:
             async for chunk in it:
                 yield chunk
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
         async def once() -> AsyncIterator[Any]:
             yield input
 
