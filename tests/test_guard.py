@@ -166,3 +166,19 @@ def test_score_many_matches_scorer(guard, tiny_model):
     direct = OnnxScorer(tiny_model).score(exchanges)
     via = guard.score_many(exchanges)
     assert [round(a["unsafe"], 5) for a in direct] == [round(b["unsafe"], 5) for b in via]
+
+
+async def test_model_that_fails_to_load_follows_on_error(tmp_path, caplog):
+    from beaverguard import Guard, ModelError, parse_policy
+
+    missing = tmp_path / "no-model"
+    with pytest.raises(ModelError, match="does not exist"):  # fail closed: the guard does not start
+        Guard(parse_policy("audit: {log: false}\n"), model=missing)
+    policy = parse_policy(f"on_error: allow\naudit: {{path: {tmp_path / 'a.jsonl'}, log: false}}\n")
+    guard = Guard(policy, model=missing)  # fail open, as the policy says: loud, audited, not a crash
+    assert "failed to load" in caplog.text
+    d = await guard.check_input("kill")
+    assert d.action is Action.ALLOW and "failed to load" in d.error
+    guard.close()
+    record = json.loads((tmp_path / "a.jsonl").read_text())
+    assert record["action"] == "allow" and "failed to load" in record["error"]

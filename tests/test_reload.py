@@ -60,13 +60,14 @@ async def test_broken_file_keeps_the_old_policy_and_raises(file_guard, policy_fi
     assert (await file_guard.check_input("bread")).action is Action.ALLOW
 
 
-async def test_unloadable_model_keeps_the_old_policy(tmp_path, tiny_model, caplog):
+@pytest.mark.parametrize("on_error", ["block", "allow"])  # fail-open never swaps a model for none on reload
+async def test_unloadable_model_keeps_the_old_policy(tmp_path, tiny_model, caplog, on_error):
     path = tmp_path / "policy.yaml"
     path.write_text(f"{BLOCKING}model: {tiny_model}\n")
     guard = Guard(path)
     try:
         before, scorer = guard.policy, guard.scorer
-        rewrite(path, f"{LOGGING}model: {tmp_path / 'nowhere'}\n")
+        rewrite(path, f"{LOGGING}on_error: {on_error}\nmodel: {tmp_path / 'nowhere'}\n")
         with caplog.at_level(logging.ERROR, logger="beaverguard"), pytest.raises(ModelError):
             guard.reload()
         assert "reload failed" in caplog.text

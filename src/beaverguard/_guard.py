@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, plan
 from beaverguard._decision import decide
-from beaverguard._exceptions import BeaverguardError, GuardBlocked, PolicyError
+from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
 from beaverguard._messages import prompt_of, text_of, with_prompt, with_text
-from beaverguard._model import OnnxScorer, Scorer
+from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy
 from beaverguard._types import Action, Decision, Exchange, Rail, Scores
@@ -53,6 +53,18 @@ def _display(categories: tuple[str, ...]) -> str:
     return ", ".join(names) or "unsafe content"
 
 
+class _Unavailable:
+    """Stands in for a model that failed to load, under ``on_error: allow``: every score fails."""
+
+    labels = LABELS
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def score(self, exchanges: list[Exchange]) -> list[dict[str, float]]:
+        raise ScorerError(f"the model failed to load: {self.reason}")
+
+
 class Guard:
     """Scores prompts and responses with one model and applies one policy.
 
@@ -74,11 +86,17 @@ class Guard:
         self.policy = policy or Policy()
         ex = self.policy.execution
         if scorer is None:
-            gpu_wanted = ex.provider == "cuda"
-            probe = plan(ex, on_gpu=gpu_wanted)
-            scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
-                                batch_size=probe.batch_size, max_tokens=ex.max_tokens, normalize=ex.normalize,
-                                run_tokens=probe.run_tokens)
+            probe = plan(ex, on_gpu=ex.provider == "cuda")
+            try:
+                scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
+                                    batch_size=probe.batch_size, max_tokens=ex.max_tokens,
+                                    normalize=ex.normalize, run_tokens=probe.run_tokens)
+            except ModelError as exc:
+                if self.policy.on_error != "allow":  # fail closed: nothing runs unguarded
+                    raise
+                logger.error("beaverguard: the model failed to load and on_error=allow, so every request "
+                             "passes unscored (and is audited) until it is fixed: %s", exc)
+                scorer = _Unavailable(str(exc))
         self.scorer = scorer
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
@@ -124,6 +142,9 @@ class Guard:
                 same_model = policy.model == old.model and policy.execution == old.execution
                 reuse = self._scorer_arg or (self.scorer if same_model else None)
                 fresh = Guard(policy, model=self._model_arg, scorer=reuse)
+                if isinstance(fresh.scorer, _Unavailable):  # a reload never swaps a working model for none
+                    fresh.close()
+                    raise ModelError(fresh.scorer.reason)
             except BeaverguardError as exc:
                 logger.error("beaverguard: policy reload failed; keeping the current policy: %s", exc)
                 raise
