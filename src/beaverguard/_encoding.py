@@ -50,12 +50,22 @@ class Encoder:
 
     def windows(self, prompts: Sequence[str], responses: Sequence[str | None],
                 max_tokens: int | None = None) -> list[list[Window]]:
-        """Windows of each exchange, at least one each; ``max_tokens`` caps the text scored."""
-        texts = list(prompts) + [r or "" for r in responses]
-        pieces = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        """Windows of each exchange, at least one each; ``max_tokens`` caps the text scored.
+
+        One tokenizer pass per exchange: what fits in the model's window (the usual
+        case) is used as the tokenizer laid it out; longer text is cut into windows
+        from the same tokens.
+        """
+        inputs = [p if r is None else (p, r) for p, r in zip(prompts, responses)]
         out = []
-        for i, response in enumerate(responses):
-            p, r = pieces[i], pieces[len(prompts) + i]
+        for enc, response in zip(self.tokenizer.encode_batch(inputs), responses):
+            special = 2 if response is None else 3
+            if len(enc.ids) <= self.max_length and (max_tokens is None or len(enc.ids) - special <= max_tokens):
+                out.append([(enc.ids, enc.type_ids)])
+                continue
+            seq = enc.sequence_ids
+            p = [t for t, s in zip(enc.ids, seq) if s == 0]
+            r = [t for t, s in zip(enc.ids, seq) if s == 1]
             if max_tokens is not None:
                 p, r = p[:max_tokens], r[:max_tokens]
             out.append(self._prompt_windows(p) if response is None else self._pair_windows(p, r))

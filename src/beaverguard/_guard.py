@@ -306,7 +306,9 @@ class Guard:
         if not self.policy.rail(rail).enabled:
             return {}, None
         try:
-            return (await asyncio.wait_for(self._batcher.score([exchange]), self.policy.timeout_s))[0], None
+            # One future, awaited with a timeout: no task or gather per request on the hot path.
+            (future,) = self._batcher.submit([exchange])
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.policy.timeout_s), None
         except _TIMEOUTS:
             return {}, f"ScorerError: scoring took longer than {self.policy.timeout_s}s"
         except Exception as exc:  # the policy's on_error decides
