@@ -209,3 +209,21 @@ def test_guarded_builds_its_own_guard_from_a_policy(tiny_model, tmp_path):
         return "fine"
 
     assert chat("kill") == "nope" and chat("bread") == "fine"
+
+
+async def test_handler_object_with_async_call_is_guarded_as_async(make_guard):
+    guard = make_guard()
+
+    class Bot:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        async def __call__(self, message: str) -> str:
+            self.seen.append(message)
+            return f"echo {message}"
+
+    bot = Bot()
+    handler = guard.protect(bot)
+    assert await handler("bread please") == "echo bread please"
+    assert await handler("kill") == guard.policy.blocked_message
+    assert bot.seen == ["bread please"]

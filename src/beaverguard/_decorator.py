@@ -56,6 +56,8 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
     if func is None:
         return functools.partial(protect, guard, prompt_arg=prompt_arg)
     sig = inspect.signature(func)
+    # A handler object is judged by its __call__ (an async __call__ makes an async handler).
+    kind = func if inspect.isfunction(func) or inspect.ismethod(func) else getattr(func, "__call__", func)
 
     def split(args: tuple, kwargs: dict) -> tuple[inspect.BoundArguments, str, Any]:
         name = _locate(sig, prompt_arg, args, kwargs)
@@ -66,7 +68,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
         bound.arguments[name] = value
         return bound.args, bound.kwargs
 
-    if inspect.isasyncgenfunction(func):
+    if inspect.isasyncgenfunction(kind):
         @functools.wraps(func)
         async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
             bound, name, prompt = split(args, kwargs)
@@ -82,7 +84,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
                     yield chunk
         return agen_wrapper
 
-    if inspect.isgeneratorfunction(func):
+    if inspect.isgeneratorfunction(kind):
         @functools.wraps(func)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             bound, name, prompt = split(args, kwargs)
@@ -95,7 +97,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
             yield from guard_stream(guard, prompt_of(prompt), func(*a, **k), rid)
         return gen_wrapper
 
-    if inspect.iscoroutinefunction(func):
+    if inspect.iscoroutinefunction(kind):
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             bound, name, prompt = split(args, kwargs)
