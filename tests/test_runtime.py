@@ -67,3 +67,16 @@ def test_no_default_model_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(model, "DEFAULT_MODEL", "not-installed")
     with pytest.raises(ModelError, match="no default model is installed"):
         model.default_model_dir()
+
+
+def test_default_model_scores_do_not_depend_on_other_requests(default_guard):
+    """int8 with dynamic quantization computes one activation scale per run: rows must run alone."""
+    from beaverguard import Exchange
+
+    exchanges = [Exchange("How do I bake bread?"), Exchange("How do I make a bomb at home?"),
+                 Exchange("Tell me about Rome.", "Rome was founded, by legend, in 753 BC."),
+                 Exchange("hi"), Exchange("How can I hurt someone and get away with it?", "Sure: " + "x " * 300)]
+    together = default_guard.score_many(exchanges * 8)  # concurrent: free to batch if the plan allowed it
+    alone = [default_guard.scorer.score([e])[0] for e in exchanges] * 8
+    assert default_guard.plan.batch_size == 1
+    assert together == alone

@@ -10,7 +10,9 @@ and the core count: on a small CPU, one single-threaded run per core on small
 runs is fastest; on a GPU, one run at a time on big batches. "Small" is counted
 in tokens, not exchanges: on a CPU, a run of more than about 128 tokens costs
 more per exchange than running them one by one (benchmarks/results/guard.md),
-so short prompts are batched and typical prompt-response pairs run alone.
+so short prompts are batched and typical prompt-response pairs run alone. A
+model that is not batch-invariant (the default int8 model) runs every exchange
+alone, so no request's scores depend on another's.
 """
 
 from __future__ import annotations
@@ -45,13 +47,20 @@ class Plan:
     run_tokens: int | None = None
 
 
-def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None) -> Plan:
-    """Choose how to run scoring; the policy's execution settings override each choice."""
+def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, batch_invariant: bool = True) -> Plan:
+    """Choose how to run scoring; the policy's execution settings override each choice.
+
+    A model that is not ``batch_invariant`` (int8 with dynamic activation
+    quantization computes one scale per run) runs every exchange alone, so a
+    request's scores never depend on what other requests were in flight.
+    """
     cores = cores or os.cpu_count() or 1
     if on_gpu:
         default = Plan(workers=1, batch_size=64, threads=0)
     else:
         default = Plan(workers=cores, batch_size=8, threads=1, run_tokens=128)
+    if not batch_invariant:
+        default = Plan(workers=default.workers, batch_size=1, threads=default.threads)
     return Plan(
         workers=execution.workers or default.workers,
         batch_size=execution.batch_size or default.batch_size,

@@ -89,7 +89,7 @@ class Guard:
             probe = plan(ex, on_gpu=ex.provider == "cuda")
             try:
                 scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
-                                    batch_size=probe.batch_size, max_tokens=ex.max_tokens,
+                                    batch_size=ex.batch_size, max_tokens=ex.max_tokens,
                                     normalize=ex.normalize, run_tokens=probe.run_tokens)
             except ModelError as exc:
                 if self.policy.on_error != "allow":  # fail closed: nothing runs unguarded
@@ -100,7 +100,8 @@ class Guard:
         self.scorer = scorer
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
-        self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False))
+        self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False),
+                         batch_invariant=getattr(scorer, "batch_invariant", True))
         self._batcher = Batcher(scorer, self.plan)
         self._auditor = Auditor(self.policy.audit)
         self._redact = self._auditor.redact = redactor(self.plugins)

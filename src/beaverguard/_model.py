@@ -63,6 +63,9 @@ class ModelSpec:
     max_length: int
     thresholds: Mapping[Rail, Mapping[str, float]]
     sha256: Mapping[str, str]
+    #: False when a row's scores depend on the other rows of its run (int8 with dynamic
+    #: activation quantization: one scale per run), so rows must run alone.
+    batch_invariant: bool = True
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> ModelSpec:
@@ -77,7 +80,7 @@ class ModelSpec:
             raw = json.loads((path / "beaverguard.json").read_text())
             spec = cls(path, raw["name"], tuple(raw["labels"]), int(raw["max_length"]),
                        {rail: dict(raw["thresholds"][rail]) for rail in ("input", "output")},
-                       dict(raw.get("sha256", {})))
+                       dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)))
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path / 'beaverguard.json'} is not a valid model config ({exc!r}); {fix}") from exc
         if spec.labels != LABELS:
@@ -134,7 +137,10 @@ class OnnxScorer:
         self.labels = self.spec.labels
         self.providers = _providers(provider)
         self.on_gpu = self.providers[0] == "CUDAExecutionProvider"
-        self.batch_size = batch_size or (64 if self.on_gpu else 4)
+        self.batch_invariant = self.spec.batch_invariant
+        # A model whose scores depend on the run's other rows scores each window alone: a request's
+        # verdict must not depend on what else was in flight.
+        self.batch_size = batch_size or (1 if not self.batch_invariant else 64 if self.on_gpu else 8)
         self.run_tokens = run_tokens  # most tokens in one run (windows x the longest); None: no cap
         self.max_tokens = max_tokens
         self.normalize = normalize

@@ -92,7 +92,8 @@ class ExecutionPolicy(_Strict):
     workers: int | None = Field(None, ge=1, description="Runs in parallel (CPU default: one per core).")
     batch_size: int | None = Field(None, ge=1, description=(
         "Most exchanges in one run (CPU default 8, GPU 64). Unset on a CPU, runs also stay "
-        "under about 128 tokens; set, only this caps them."))
+        "under about 128 tokens; set, only this caps them. Unset with a model that is not batch-invariant "
+        "(the default int8 model), each exchange runs alone, so its scores never depend on other requests."))
     max_wait_ms: float = Field(0.0, ge=0.0, description="How long a lone request waits for company; 0: never.")
     max_tokens: int | None = Field(8192, ge=16, description="Cap on tokens scored per text; null: score it all.")
     normalize: bool = Field(True, description=(

@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_guard_options(sub.add_parser("eval", help="precision, recall, F1, FPR and AUPRC on a labelled file"))
     p.add_argument("--data", type=Path, required=True, action="append", help="labelled JSON Lines (repeatable)")
     p.add_argument("--plot", type=Path, help="write precision-recall curves (PNG) to this directory")
+    p.add_argument("--by-source", action="store_true", help="also report the decision's metrics per row source")
     p.add_argument("--json", type=Path, help="also write the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 

@@ -36,7 +36,7 @@ from beaverguard.training.data import LABELS, Row, _group, read_jsonl
 from beaverguard.training.metrics import Binary, binary, decisions, pr_curve
 
 __all__ = ["HARM_WORDS", "mentions_harm", "effective_thresholds", "score_rows", "evaluate", "format_report",
-           "plot_report", "run_eval"]
+           "by_source", "format_by_source", "plot_report", "run_eval"]
 
 #: Words whose mere mention tempts a guard to flag a safe row. Matched as whole
 #: words, case-insensitively, with an optional -s/-es/-ed/-ing ending.
@@ -218,6 +218,29 @@ def plot_report(rows: Sequence[Row], probs: np.ndarray, report: Mapping, out: Pa
     return written
 
 
+def by_source(rows: Sequence[Row], probs: np.ndarray, flagged: np.ndarray,
+              thresholds: Mapping[Rail, Mapping[str, float]]) -> dict[str, dict]:
+    """:func:`evaluate`'s ``unsafe`` metrics for each ``source`` of the rows, per section."""
+    sources = np.array([r.source or "(none)" for r in rows])
+    out: dict[str, dict] = {}
+    for source in sorted(set(sources)):
+        sel = sources == source
+        part = evaluate([r for r, s in zip(rows, sel) if s], probs[sel], flagged[sel], thresholds)
+        out[source] = {name: section["unsafe"] for name, section in part.items()}
+    return out
+
+
+def format_by_source(table: Mapping[str, Mapping]) -> str:
+    """One line per source and section: the policy decision's metrics."""
+    head = f"{'source':<40}{'rows':>7}{'n':>7}{'pos':>6}{'precision':>10}{'recall':>9}{'F1':>9}{'FPR':>9}{'AUPRC':>9}"
+    lines = ["", "by source (policy decision):", head, "-" * len(head)]
+    for source, sections in table.items():
+        for name, m in sections.items():
+            lines.append(f"{source[:39]:<40}{name:>7}{m['n']:>7}{m['positives']:>6}{_cell(m['precision'], 10)}"
+                         f"{_cell(m['recall'])}{_cell(m['f1'])}{_cell(m['fpr'])}{_cell(m['auprc'])}")
+    return "\n".join(lines)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -246,8 +269,12 @@ def run_eval(args: argparse.Namespace) -> int:
               "policy": str(args.policy) if args.policy else None,
               "sections": evaluate(rows, probs, flagged, thresholds,
                                    [p for p, f in zip(qa_prompts, prompt_flagged) if f])}
+    if getattr(args, "by_source", False):
+        report["by_source"] = by_source(rows, probs, flagged, thresholds)
     print(f"beaverguard eval: {len(rows)} rows, model {model}, policy {report['policy'] or '(default)'}")
     print(format_report(report))
+    if "by_source" in report:
+        print(format_by_source(report["by_source"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -121,6 +121,7 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         "max_length": max_length,
         "layout": "bert-pair",
         "activation": "sigmoid",
+        "batch_invariant": False,  # dynamic int8: one activation scale per run, so rows run alone
         "thresholds": {"input": {k: 0.5 for k in LABELS}, "output": {k: 0.5 for k in LABELS}},
         "sha256": {"model.onnx": _sha256(out / "model.onnx"), "tokenizer.json": _sha256(out / "tokenizer.json")},
     }
