@@ -231,3 +231,20 @@ def test_eval_plot_without_matplotlib_says_what_to_install(tiny_model: Path, tmp
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an absent package looks like to import
     with pytest.raises(SystemExit, match=r"pip install beaverguard\[plot\]"):
         main(["eval", "--data", str(data), "--model", str(tiny_model), "--plot", str(tmp_path / "plots")])
+
+
+def test_eval_by_source_splits_the_same_decisions(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    rows = [(p, r, s, c, "first" if i % 2 else "second") for i, (p, r, s, c) in enumerate(DATA)]
+    data.write_text("".join(json.dumps({"prompt": p, "response": r, "is_safe": s, "categories": c,
+                                        "source": src}) + "\n" for p, r, s, c, src in rows))
+    out = tmp_path / "report.json"
+    assert main(["eval", "--data", str(data), "--model", str(tiny_model), "--by-source", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["by_source"]) == {"first", "second"}
+    for section in ("qa", "prompt"):
+        parts = [report["by_source"][s][section] for s in ("first", "second") if section in report["by_source"][s]]
+        whole = report["sections"][section]["unsafe"]
+        assert sum(p["n"] for p in parts) == whole["n"]
+        assert sum(p["flagged"] for p in parts) == whole["flagged"]
+        assert sum(p["positives"] for p in parts) == whole["positives"]
