@@ -56,10 +56,11 @@ def test_cli_prints_the_reference(capsys):
     assert capsys.readouterr().out == policy_reference()
 
 
-def test_every_yaml_block_in_the_readme_is_a_valid_policy():
+def test_every_yaml_block_in_the_readmes_is_a_valid_policy():
     from beaverguard import parse_policy
 
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL)
-    assert blocks, "README.md shows no policy YAML"
-    for i, block in enumerate(blocks):
-        parse_policy(block, f"README.md yaml block {i + 1}")
+    for readme in [README, *sorted(README.parent.glob("plugins/*/README.md"))]:
+        blocks = re.findall(r"```yaml\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.DOTALL)
+        assert blocks, f"{readme} shows no policy YAML"
+        for i, block in enumerate(blocks):
+            parse_policy(block, f"{readme} yaml block {i + 1}")
