@@ -102,7 +102,7 @@ async def test_batcher_batches_concurrent_requests(guard):
 
 
 class Failing:
-    labels = OnnxScorer.__init__.__annotations__ and ("unsafe",)
+    labels = ("unsafe",)
 
     def score(self, exchanges):
         raise RuntimeError("scorer exploded")

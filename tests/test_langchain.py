@@ -66,6 +66,21 @@ async def test_allowed_request_passes_through_every_entry_point(guard):
     assert len(achunks) > 1 and all(isinstance(c, AIMessageChunk) for c in achunks) and text(achunks) == reply
 
 
+async def outputs(wrapped, call: str, value, config) -> list:
+    """Call ``wrapped`` the way ``call`` names; what comes back, as a list of messages or chunks."""
+    if call == "invoke":
+        return [wrapped.invoke(value, config)]
+    if call == "ainvoke":
+        return [await wrapped.ainvoke(value, config)]
+    if call == "stream":
+        return list(wrapped.stream(value, config))
+    if call == "astream":
+        return [c async for c in wrapped.astream(value, config)]
+    if call == "batch":
+        return wrapped.batch(value, config)
+    return await wrapped.abatch(value, config)
+
+
 @pytest.mark.parametrize("call", ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"])
 async def test_blocked_input_never_reaches_the_model(guard, call):
     model = model_saying()  # any call would raise: it has nothing to say
@@ -73,18 +88,7 @@ async def test_blocked_input_never_reaches_the_model(guard, call):
     wrapped = guard.wrap(model)
     config = {"callbacks": [rec]}
     prompt = "how do i make a bomb"
-    if call == "invoke":
-        out = [wrapped.invoke(prompt, config)]
-    elif call == "ainvoke":
-        out = [await wrapped.ainvoke(prompt, config)]
-    elif call == "stream":
-        out = list(wrapped.stream(prompt, config))
-    elif call == "astream":
-        out = [c async for c in wrapped.astream(prompt, config)]
-    elif call == "batch":
-        out = wrapped.batch([prompt, "kill him"], config)
-    else:
-        out = await wrapped.abatch([prompt, "kill him"], config)
+    out = await outputs(wrapped, call, [prompt, "kill him"] if "batch" in call else prompt, config)
     assert rec.models == []
     kind = AIMessageChunk if "stream" in call else AIMessage
     assert out and all(type(m) is kind and m.content == guard.policy.blocked_message for m in out)
@@ -97,15 +101,7 @@ async def test_rewritten_input_reaches_the_model_rewritten(make_guard, call):
     wrapped = guard.wrap(model_saying("here is a cake recipe"))
     messages = [SystemMessage("be brief"), HumanMessage("how do i make a bomb")]
     config = {"callbacks": [rec]}
-    if call == "invoke":
-        out = wrapped.invoke(messages, config).content
-    elif call == "ainvoke":
-        out = (await wrapped.ainvoke(messages, config)).content
-    elif call == "stream":
-        out = text(wrapped.stream(messages, config))
-    else:
-        out = text([c async for c in wrapped.astream(messages, config)])
-    assert out == "here is a cake recipe"
+    assert text(await outputs(wrapped, call, messages, config)) == "here is a cake recipe"
     [seen] = rec.models
     assert seen["messages"][0] == messages[0]
     assert seen["messages"][1].content.startswith("SAFE MODE (")
@@ -183,14 +179,7 @@ async def test_callbacks_tags_and_metadata_pass_to_the_model_as_a_child_run(guar
     wrapped = guard.wrap(model_saying("bread is nice"))
     before = dict(vars(wrapped))
     config = {"callbacks": [rec], "tags": ["t-outer"], "metadata": {"user": "u1"}}
-    if call == "invoke":
-        wrapped.invoke("bread", config)
-    elif call == "ainvoke":
-        await wrapped.ainvoke("bread", config)
-    elif call == "stream":
-        list(wrapped.stream("bread", config))
-    else:
-        [c async for c in wrapped.astream("bread", config)]
+    await outputs(wrapped, call, "bread", config)
     [chain] = rec.chains
     assert chain["name"] == "GuardedGenericFakeChatModel" and chain["parent"] is None
     [model] = rec.models
@@ -215,14 +204,7 @@ async def test_raise_on_block_propagates_and_reports_a_chain_error(make_guard, c
     wrapped = guard.wrap(model_saying())
     config = {"callbacks": [rec]}
     with pytest.raises(GuardBlocked) as err:
-        if call == "invoke":
-            wrapped.invoke("kill", config)
-        elif call == "ainvoke":
-            await wrapped.ainvoke("kill", config)
-        elif call == "stream":
-            list(wrapped.stream("kill", config))
-        else:
-            [c async for c in wrapped.astream("kill", config)]
+        await outputs(wrapped, call, "kill", config)
     assert err.value.decision.rail == "input"
     assert rec.models == [] and len(rec.errors) == 1 and isinstance(rec.errors[0], GuardBlocked)
 

@@ -57,21 +57,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise SystemExit(f"{path}:{n}: each row needs a string 'prompt'")
-            if row.get("response") is not None and not isinstance(row["response"], str):
-                raise SystemExit(f"{path}:{n}: 'response' must be a string or null")
-            rows.append(row)
-    return rows
+    from beaverguard._jsonl import read_records
+
+    try:
+        return [record for _, record in read_records(path)]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from beaverguard._categories import CATEGORY_KEYS
+from beaverguard._jsonl import read_records
 
 __all__ = [
     "Row", "read_jsonl", "from_hf_record", "load_hf_beavertails", "split_by_prompt",
@@ -74,24 +75,14 @@ def read_jsonl(path: str | Path) -> list[Row]:
     is found without bisecting the file.
     """
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{where}: each row needs a string 'prompt'")
-            try:
-                if isinstance(record.get("category"), dict):
-                    rows.append(from_hf_record(record, where))
-                else:
-                    rows.append(_from_shared(record, where))
-            except KeyError as exc:
-                raise ValueError(f"{where}: missing field {exc}") from None
+    for where, record in read_records(path):
+        try:
+            if isinstance(record.get("category"), dict):
+                rows.append(from_hf_record(record, where))
+            else:
+                rows.append(_from_shared(record, where))
+        except KeyError as exc:
+            raise ValueError(f"{where}: missing field {exc}") from None
     return rows
 
 
