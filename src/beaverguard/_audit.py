@@ -68,11 +68,14 @@ class Auditor:
     def emit(self, decision: Decision, prompt: str | None, response: str | None) -> None:
         if decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None:
             return
+        to_log = self.policy.log and logger.isEnabledFor(logging.INFO)
+        if not (to_log or self.sinks or self.policy.path is not None):
+            return  # nobody takes records: no hashing or redacting on the hot path
         if self.redact is not None:
             prompt = None if prompt is None else self.redact(prompt)
             response = None if response is None else self.redact(response)
         rec = record(decision, self.policy, prompt, response)
-        if self.policy.log and logger.isEnabledFor(logging.INFO):  # no JSON work when nobody listens
+        if to_log:
             logger.info("%s %s %s", rec["rail"], rec["action"], json.dumps(rec))
         for sink in self.sinks:
             try:

@@ -11,7 +11,6 @@ import concurrent.futures
 import inspect
 import logging
 import os
-import string
 import threading
 import time
 import uuid
@@ -339,7 +338,7 @@ class Guard:
             text = self.policy.blocked_message
         elif action is Action.REWRITE:
             template = rules.rewrite or (DEFAULT_INPUT_REWRITE if rail == "input" else DEFAULT_OUTPUT_REWRITE)
-            text = string.Formatter().vformat(template, (), {"prompt": prompt, "categories": _display(categories)})
+            text = template.format(prompt=prompt, categories=_display(categories))
         elif action is Action.REDACT:
             text = self._redact(original)
         else:

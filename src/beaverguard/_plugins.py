@@ -128,6 +128,7 @@ class _WithPlugins:
         self.model, self.scorers = model, scorers
         self.labels = tuple(dict.fromkeys([*model.labels, *(label for s in scorers for label in s.labels)]))
         self.on_gpu = getattr(model, "on_gpu", False)
+        self.batch_invariant = getattr(model, "batch_invariant", True)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
         out = [dict(s) for s in self.model.score(exchanges)]
