@@ -149,6 +149,46 @@ def test_prompt_found_as_first_string_argument(guard):
     assert seen == ["bread"]
 
 
+def test_prompt_found_inside_kwargs_and_args(guard):
+    seen = []
+
+    @guard.protect
+    def chat(**kwargs):
+        seen.append(kwargs)
+        return "ok"
+
+    @guard.protect(prompt_arg="q")
+    def chat_q(user: str, **options):
+        seen.append(options["q"])
+        return "ok"
+
+    @guard.protect
+    def chat_args(n: int, *texts):
+        seen.append(texts)
+        return "ok"
+
+    assert chat(user="u1", prompt="bread please") == "ok"
+    assert chat(user="u1", prompt="kill") == guard.policy.blocked_message
+    assert chat_q("kill-switch-admin", q="bread", temperature=0) == "ok"
+    assert chat_q("u1", q="kill") == guard.policy.blocked_message
+    assert chat_args(1, "bread", "kill") == "ok"  # the first string is the prompt
+    assert chat_args(1, "kill", "bread") == guard.policy.blocked_message
+    assert seen == [{"user": "u1", "prompt": "bread please"}, "bread", ("bread", "kill")]
+
+
+async def test_prompt_rewritten_inside_kwargs(make_guard):
+    guard = make_guard(REWRITE_INPUT)
+    seen = []
+
+    @guard.protect
+    async def chat(**kwargs):
+        seen.append(kwargs)
+        return "ok"
+
+    assert await chat(question="steal a car", model="m") == "ok"
+    assert seen[0]["model"] == "m" and seen[0]["question"].startswith("SAFE MODE (")
+
+
 async def test_prompt_found_in_openai_style_messages(make_guard):
     guard = make_guard(REWRITE_INPUT)
     seen = []

@@ -1,7 +1,8 @@
 """``@guard.protect`` and ``@guarded(...)``: guard a chat handler by decorating it.
 
 The prompt is found by parameter name (``prompt_arg``, else one of the usual
-names), else the first string argument, else the first list of messages. Sync
+names), else the first string argument, else the first list of messages; names
+and values inside ``**kwargs`` and ``*args`` count too. Sync
 and async functions are checked on both rails; sync and async generators
 stream through the incremental output rail.
 """
@@ -28,27 +29,60 @@ __all__ = ["protect", "guarded"]
 PROMPT_NAMES = ("prompt", "message", "messages", "query", "question", "text", "input", "user_input")
 
 
-def _locate(sig: inspect.Signature, prompt_arg: str | None, args: tuple, kwargs: dict) -> str:
-    """Name of the argument that holds the prompt."""
-    bound = sig.bind_partial(*args, **kwargs)
+#: Where the prompt sits in a call: a parameter name, or (name, key) inside ``**kwargs`` / ``*args``.
+_Path = tuple[str] | tuple[str, str | int]
+
+
+def _arguments(bound: inspect.BoundArguments) -> list[tuple[_Path, Any]]:
+    """Every argument of a call, with what ``*args`` and ``**kwargs`` hold spread out."""
+    out: list[tuple[_Path, Any]] = []
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out += [((name, key), v) for key, v in value.items()]
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            out += [((name, i), v) for i, v in enumerate(value)]
+        else:
+            out.append(((name,), value))
+    return out
+
+
+def _locate(bound: inspect.BoundArguments, prompt_arg: str | None) -> tuple[_Path, Any]:
+    """Where the prompt is among a call's arguments, and its value."""
+    arguments = _arguments(bound)
+    names = {path[-1]: (path, value) for path, value in arguments}
     if prompt_arg is not None:
-        if prompt_arg not in bound.arguments:
+        if prompt_arg not in names:
             raise TypeError(f"guarded handler called without its prompt argument {prompt_arg!r}")
-        return prompt_arg
+        return names[prompt_arg]
     for name in PROMPT_NAMES:
-        if name in bound.arguments:
-            return name
-    for name, value in bound.arguments.items():
+        if name in names:
+            return names[name]
+    for path, value in arguments:
         if isinstance(value, str):
-            return name
-    for name, value in bound.arguments.items():
+            return path, value
+    for path, value in arguments:
         if isinstance(value, list | tuple) and value:
             try:
                 prompt_of(value)
-                return name
+                return path, value
             except (TypeError, ValueError):
                 continue
     raise TypeError("cannot find the prompt among the handler's arguments; pass prompt_arg= to the decorator")
+
+
+def _replace(bound: inspect.BoundArguments, path: _Path, value: Any) -> tuple[tuple, dict]:
+    """The call's arguments with the prompt at ``path`` replaced by ``value``."""
+    name = path[0]
+    if len(path) == 1:
+        bound.arguments[name] = value
+    elif isinstance(path[1], int):
+        held = list(bound.arguments[name])
+        held[path[1]] = value
+        bound.arguments[name] = tuple(held)
+    else:
+        bound.arguments[name] = {**bound.arguments[name], path[1]: value}
+    return bound.args, bound.kwargs
 
 
 def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | None = None) -> Any:
@@ -59,14 +93,11 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
     # A handler object is judged by its __call__ (an async __call__ makes an async handler).
     kind = func if inspect.isfunction(func) or inspect.ismethod(func) else getattr(func, "__call__", func)
 
-    def split(args: tuple, kwargs: dict) -> tuple[inspect.BoundArguments, str, Any]:
-        name = _locate(sig, prompt_arg, args, kwargs)
+    def split(args: tuple, kwargs: dict) -> tuple[inspect.BoundArguments, _Path, Any]:
         bound = sig.bind(*args, **kwargs)
-        return bound, name, bound.arguments[name]
+        return bound, *_locate(bound, prompt_arg)
 
-    def call_with(bound: inspect.BoundArguments, name: str, value: Any) -> tuple[tuple, dict]:
-        bound.arguments[name] = value
-        return bound.args, bound.kwargs
+    call_with = _replace
 
     if inspect.isasyncgenfunction(kind):
         @functools.wraps(func)
