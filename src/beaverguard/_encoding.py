@@ -58,7 +58,8 @@ class Encoder:
         """
         inputs = [p if r is None else (p, r) for p, r in zip(prompts, responses)]
         out = []
-        for enc, response in zip(self.tokenizer.encode_batch(inputs), responses):
+        # encode_batch_fast: no character offsets, which scoring never uses (~15% less tokenizing time)
+        for enc, response in zip(self.tokenizer.encode_batch_fast(inputs), responses):
             special = 2 if response is None else 3
             if len(enc.ids) <= self.max_length and (max_tokens is None or len(enc.ids) - special <= max_tokens):
                 out.append([(enc.ids, enc.type_ids)])
