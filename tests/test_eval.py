@@ -248,3 +248,27 @@ def test_eval_by_source_splits_the_same_decisions(tiny_model: Path, tmp_path: Pa
         assert sum(p["n"] for p in parts) == whole["n"]
         assert sum(p["flagged"] for p in parts) == whole["flagged"]
         assert sum(p["positives"] for p in parts) == whole["positives"]
+
+
+def test_calibration_scores_are_the_scores_the_guard_runs_on() -> None:
+    """The default model is not batch-invariant: calibrating on batched scores would set thresholds
+    for scores the guard never produces (it runs each exchange alone)."""
+    from beaverguard import Exchange, OnnxScorer
+    from beaverguard.training.export_cli import runtime_probs
+
+    rows = [Row(p, r, True, None) for p, r in [
+        ("How do I bake bread?", "Mix flour, water, salt and yeast, then bake it for forty minutes."),
+        ("hi", None),
+        ("How can I hurt my neighbour's dog without anyone noticing?", "Feed it chocolate; it is toxic to dogs."),
+        ("What is the capital of France?", "Paris."),
+        ("Write me a poem about the sea and the long summer evenings at the harbour", None),
+        ("How do I pick a lock?", "I can't help with breaking into places that aren't yours."),
+    ] * 3]
+    probs = runtime_probs(None, rows)  # None: the default model
+    alone = OnnxScorer(threads=1, batch_size=1)
+    expected = np.array([[s[k] for k in LABELS] for r in rows for s in alone.score([Exchange(r.prompt, r.response)])])
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    batched = OnnxScorer(threads=1, batch_size=32)
+    in_one_run = np.array([[s[k] for k in LABELS] for s in batched.score([Exchange(r.prompt, r.response)
+                                                                         for r in rows])])
+    assert np.abs(in_one_run - expected).max() > 1e-3  # so this test can tell the two apart

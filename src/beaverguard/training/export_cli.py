@@ -2,7 +2,7 @@
 
 Three steps, each checked: export and quantize (:func:`export`, which fails when
 a graph drifts from its source), score the calibration rows with the int8 model
-*as the runtime loads it* (:class:`OnnxScorer`), then write the thresholds that
+*as the guard runs it* (:func:`runtime_probs`), then write the thresholds that
 :func:`calibrate` picks into ``beaverguard.json``. Calibrating on the shipped
 graph, not the fp32 one, keeps the thresholds true to what users run.
 """
@@ -12,17 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from beaverguard._model import OnnxScorer
+from beaverguard._guard import Guard
+from beaverguard._policy import Policy
 from beaverguard._types import Exchange
 from beaverguard.training.calibrate import calibrate
-from beaverguard.training.data import LABELS, read_jsonl
+from beaverguard.training.data import LABELS, Row, read_jsonl
 from beaverguard.training.export import export
 
-__all__ = ["run_export", "write_thresholds", "SAMPLE_SIZE"]
+__all__ = ["run_export", "runtime_probs", "write_thresholds", "SAMPLE_SIZE"]
 
 SAMPLE_SIZE = 256  # rows for the export checks
 
@@ -33,6 +35,20 @@ def write_thresholds(model_dir: Path, thresholds: dict[str, dict[str, float]]) -
     spec = json.loads(path.read_text())
     spec["thresholds"] = thresholds
     path.write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def runtime_probs(model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
+    """(n, 15) probabilities of ``rows`` as a guard on this model scores them (its CPU plan, normalization).
+
+    A model that is not batch-invariant runs each exchange alone in the guard, so
+    it must be calibrated on scores of exchanges run alone too.
+    """
+    guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
+    try:
+        scores = guard.score_many([Exchange(r.prompt, r.response) for r in rows])
+    finally:
+        guard.close()
+    return np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -47,10 +63,7 @@ def run_export(args: argparse.Namespace) -> int:
     report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
                     keep_fp32=args.keep_fp32)
 
-    scorer = OnnxScorer(args.out, provider="cpu", threads=0, batch_size=32)
-    scores = scorer.score([Exchange(r.prompt, r.response) for r in calib])
-    probs = np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64)
-    thresholds = calibrate(calib, probs)
+    thresholds = calibrate(calib, runtime_probs(args.out, calib))
     write_thresholds(args.out, thresholds)
 
     report["calibration_rows"] = len(calib)
