@@ -101,3 +101,15 @@ def test_unknown_provider_request_fails_clearly(tiny_model):
     with pytest.raises(ModelError, match="onnxruntime-gpu"):
         OnnxScorer(tiny_model, provider="cuda")
     assert OnnxScorer(tiny_model, provider="auto").providers == ["CPUExecutionProvider"]
+
+
+def test_a_cuda_session_that_fell_back_to_the_cpu_is_caught(caplog):
+    """onnxruntime-gpu without its CUDA libraries builds a CPU session without an error."""
+    from beaverguard._model import _on_gpu
+
+    assert _on_gpu("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) is True
+    with pytest.raises(ModelError, match="CUDA execution provider did not start"):
+        _on_gpu("cuda", ["CPUExecutionProvider"])
+    with caplog.at_level("WARNING", logger="beaverguard"):
+        assert _on_gpu("auto", ["CPUExecutionProvider"]) is False
+    assert "scoring on the CPU" in caplog.text

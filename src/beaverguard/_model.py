@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_
 # the CPU (and it warns after a fork). A value the user set wins.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+logger = logging.getLogger("beaverguard")
 DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
 LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
 _CHARS_PER_TOKEN = 16
@@ -119,6 +121,41 @@ def _providers(provider: Provider) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _preload_cuda() -> None:
+    """Load the CUDA and cuDNN libraries of the ``nvidia-*`` pip packages (or PyTorch's), if onnxruntime can.
+
+    onnxruntime-gpu finds them only on the loader's path otherwise; ``preload_dlls``
+    (onnxruntime >= 1.21) is its own way to use pip-installed CUDA. Best effort: a
+    library it cannot find shows up as the CUDA provider failing to start.
+    """
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - untyped errors from a best-effort loader
+            logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+def _on_gpu(provider: Provider, active: Sequence[str]) -> bool:
+    """Whether a session runs on CUDA; onnxruntime falls back to the CPU silently, so say so here.
+
+    ``provider: cuda`` that ends up on the CPU is an error (the plan, the latency and the
+    cost all assume a GPU); ``auto`` falls back with a warning.
+    """
+    if active and active[0] == "CUDAExecutionProvider":
+        return True
+    fix = ("the CUDA execution provider did not start (onnxruntime-gpu needs the CUDA and cuDNN "
+           "libraries of its build, e.g. the nvidia-* pip packages or PyTorch's; "
+           "`python -c 'import onnxruntime as o; o.preload_dlls(); o.print_debug_info()'` shows what it finds)")
+    if provider == "cuda":
+        raise ModelError(f"provider 'cuda' asked for, but the session runs on {list(active)}: {fix}")
+    if provider == "auto":
+        logger.warning("beaverguard: scoring on the CPU: %s", fix)
+    return False
+
+
 class OnnxScorer:
     """Score exchanges with an exported BeaverTails model on onnxruntime.
 
@@ -137,10 +174,9 @@ class OnnxScorer:
         self.labels = self.spec.labels
         self.providers = _providers(provider)
         self.on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        if self.on_gpu:
+            _preload_cuda()
         self.batch_invariant = self.spec.batch_invariant
-        # A model whose scores depend on the run's other rows scores each window alone: a request's
-        # verdict must not depend on what else was in flight.
-        self.batch_size = batch_size or (1 if not self.batch_invariant else 64 if self.on_gpu else 8)
         self.run_tokens = run_tokens  # most tokens in one run (windows x the longest); None: no cap
         self.max_tokens = max_tokens
         self.normalize = normalize
@@ -153,6 +189,11 @@ class OnnxScorer:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{self.spec.path / 'model.onnx'} could not be loaded ({exc}); "
                              "reinstall beaverguard or rebuild the model with `beaverguard export`") from exc
+        if self.on_gpu:  # what the session really runs on: onnxruntime falls back to the CPU silently
+            self.on_gpu = _on_gpu(provider, self.session.get_providers())
+        # A model whose scores depend on the run's other rows scores each window alone: a request's
+        # verdict must not depend on what else was in flight.
+        self.batch_size = batch_size or (1 if not self.batch_invariant else 64 if self.on_gpu else 8)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
 

@@ -87,7 +87,10 @@ class AuditPolicy(_Strict):
 class ExecutionPolicy(_Strict):
     """Where and how scoring runs. Unset values follow the provider and the core count."""
 
-    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (CUDA when available).")
+    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "cpu, cuda, or auto (CUDA when onnxruntime-gpu offers it). cuda fails at start when the CUDA "
+        "provider does not come up, instead of onnxruntime's silent fallback to the CPU; auto falls "
+        "back with a warning."))
     threads: int | None = Field(None, ge=0, description="onnxruntime intra-op threads per run.")
     workers: int | None = Field(None, ge=1, description="Runs in parallel (CPU default: one per core).")
     batch_size: int | None = Field(None, ge=1, description=(
