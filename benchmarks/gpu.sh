@@ -4,6 +4,8 @@
 #   pip uninstall -y onnxruntime && pip install onnxruntime-gpu
 # Without both it says so and exits 0. Writes benchmarks/results/guard-gpu.md.
 #   PYTHON=/path/to/python bash benchmarks/gpu.sh [extra bench_guard.py arguments]
+# The shipped int8 model is not batch-invariant, so it runs every exchange alone, on a GPU too;
+# pass --model DIR with an fp32 export (`beaverguard export --precision fp32`) to measure GPU batching.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"

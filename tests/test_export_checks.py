@@ -115,3 +115,30 @@ def test_export_command_end_to_end(tiny_model: Path, tmp_path: Path, capsys) -> 
     fp32 = onnx_probs(tmp_path / "fp32.onnx", feeds)
     runtime = np.array([[s[k] for k in LABELS] for s in scores])
     assert np.abs(runtime - fp32).max() <= INT8_MAX_TOLERANCE
+
+
+def test_export_fp32_for_gpus_is_batch_invariant(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("optimum.onnxruntime")
+    from beaverguard import Exchange, OnnxScorer
+    from beaverguard._model import ModelSpec
+    from beaverguard.cli import main
+    from beaverguard.training.data import LABELS
+
+    checkpoint = _tiny_checkpoint(tiny_model, tmp_path / "checkpoint")
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"prompt": p, "response": r, "is_safe": i % 2 == 0, "categories": None})
+                             + "\n" for i, (p, r) in enumerate(PAIRS * 4)))
+    out = tmp_path / "model"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--calib", str(calib),
+                 "--max-length", "32", "--precision", "fp32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "fp32" and "int8_bytes" not in report
+    assert ModelSpec.load(out).batch_invariant
+    alone = OnnxScorer(out, batch_size=1)
+    together = OnnxScorer(out, batch_size=8)
+    exchanges = [Exchange(p, r) for p, r in PAIRS]
+    assert together.batch_size == 8 and OnnxScorer(out).batch_size > 1  # the plan batches an invariant model
+    a = np.array([[s[k] for k in LABELS] for e in exchanges for s in alone.score([e])])
+    b = np.array([[s[k] for k in LABELS] for s in together.score(exchanges)])
+    assert np.abs(a - b).max() < 1e-5

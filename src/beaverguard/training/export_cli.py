@@ -1,4 +1,4 @@
-"""``beaverguard export``: checkpoint in, shippable int8 model directory with calibrated thresholds out.
+"""``beaverguard export``: checkpoint in, shippable model directory (int8 for CPUs, or fp32 for GPUs) with calibrated thresholds out.
 
 Three steps, each checked: export and quantize (:func:`export`, which fails when
 a graph drifts from its source), score the calibration rows with the int8 model
@@ -61,7 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise SystemExit(f"beaverguard export: {args.calib} has no rows")
     sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
     report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
-                    keep_fp32=args.keep_fp32)
+                    keep_fp32=args.keep_fp32, precision=args.precision)
 
     thresholds = calibrate(calib, runtime_probs(args.out, calib))
     write_thresholds(args.out, thresholds)
