@@ -97,8 +97,6 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
         bound = sig.bind(*args, **kwargs)
         return bound, *_locate(bound, prompt_arg)
 
-    call_with = _replace
-
     if inspect.isasyncgenfunction(kind):
         @functools.wraps(func)
         async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -108,7 +106,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = call_with(bound, name, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, name, guard.apply_input(prompt, verdict))
             # aclosing: a consumer that stops early closes the handler's stream and writes the record now
             async with aclosing(aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid)) as chunks:
                 async for chunk in chunks:
@@ -124,7 +122,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = call_with(bound, name, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, name, guard.apply_input(prompt, verdict))
             yield from guard_stream(guard, prompt_of(prompt), func(*a, **k), rid)
         return gen_wrapper
 
@@ -134,7 +132,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
             bound, name, prompt = split(args, kwargs)
 
             async def call(value: Any) -> Any:
-                a, k = call_with(bound, name, value)
+                a, k = _replace(bound, name, value)
                 return await func(*a, **k)
 
             return await guard.run(call, prompt)
@@ -145,7 +143,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
         bound, name, prompt = split(args, kwargs)
 
         def call(value: Any) -> Any:
-            a, k = call_with(bound, name, value)
+            a, k = _replace(bound, name, value)
             return func(*a, **k)
 
         return guard.run_sync(call, prompt)
