@@ -100,13 +100,13 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
     if inspect.isasyncgenfunction(kind):
         @functools.wraps(func)
         async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
-            bound, name, prompt = split(args, kwargs)
+            bound, where, prompt = split(args, kwargs)
             rid = uuid.uuid4().hex
             verdict = await guard.check_input(prompt, request_id=rid)
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = _replace(bound, name, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
             # aclosing: a consumer that stops early closes the handler's stream and writes the record now
             async with aclosing(aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid)) as chunks:
                 async for chunk in chunks:
@@ -116,23 +116,23 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
     if inspect.isgeneratorfunction(kind):
         @functools.wraps(func)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-            bound, name, prompt = split(args, kwargs)
+            bound, where, prompt = split(args, kwargs)
             rid = uuid.uuid4().hex
             verdict = guard.check_input_sync(prompt, request_id=rid)
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = _replace(bound, name, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
             yield from guard_stream(guard, prompt_of(prompt), func(*a, **k), rid)
         return gen_wrapper
 
     if inspect.iscoroutinefunction(kind):
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            bound, name, prompt = split(args, kwargs)
+            bound, where, prompt = split(args, kwargs)
 
             async def call(value: Any) -> Any:
-                a, k = _replace(bound, name, value)
+                a, k = _replace(bound, where, value)
                 return await func(*a, **k)
 
             return await guard.run(call, prompt)
@@ -140,10 +140,10 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        bound, name, prompt = split(args, kwargs)
+        bound, where, prompt = split(args, kwargs)
 
         def call(value: Any) -> Any:
-            a, k = _replace(bound, name, value)
+            a, k = _replace(bound, where, value)
             return func(*a, **k)
 
         return guard.run_sync(call, prompt)
