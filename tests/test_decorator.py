@@ -267,3 +267,23 @@ async def test_handler_object_with_async_call_is_guarded_as_async(make_guard):
     assert await handler("bread please") == "echo bread please"
     assert await handler("kill") == guard.policy.blocked_message
     assert bot.seen == ["bread please"]
+
+
+async def test_partials_keep_their_kind(make_guard):
+    import functools
+
+    guard = make_guard(STREAM)
+
+    async def reply(style: str, message: str) -> str:
+        return f"{style} {message}"
+
+    async def stream(style: str, message: str):
+        text = BREAD * 2
+        for i in range(0, len(text), 10):
+            yield text[i:i + 10]
+
+    handler = guard.protect(functools.partial(reply, "calm"))
+    assert await handler(message="bread please") == "calm bread please"
+    assert await handler(message="kill") == guard.policy.blocked_message
+    streamed = guard.protect(functools.partial(stream, "calm"))
+    assert "".join([c async for c in streamed(message="bread")]) == BREAD * 2

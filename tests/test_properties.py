@@ -6,10 +6,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from beaverguard import CATEGORY_KEYS, UNSAFE, Action, Policy
+from beaverguard._categories import LABELS
 from beaverguard._decision import decide
 from beaverguard._policy import RailPolicy, Rule
 
-LABELS = (*CATEGORY_KEYS, UNSAFE)
 DEFAULTS = {k: 0.05 + 0.06 * i for i, k in enumerate(LABELS)}  # calibrated-like, differing per label
 
 probability = st.floats(0.0, 1.0, allow_nan=False)

@@ -71,7 +71,7 @@ class Auditor:
         to_log = self.policy.log and logger.isEnabledFor(logging.INFO)
         if not (to_log or self.sinks or self.policy.path is not None):
             return  # nobody takes records: no hashing or redacting on the hot path
-        if self.redact is not None:
+        if self.redact is not None and self.policy.content != "none":  # with "none", no text is kept to mask
             prompt = None if prompt is None else self.redact(prompt)
             response = None if response is None else self.redact(response)
         rec = record(decision, self.policy, prompt, response)

@@ -2,8 +2,9 @@
 
 Callers from any thread or event loop submit exchanges to one waiting list;
 worker threads take them in batches. A worker that frees up takes the oldest
-waiting exchange plus the waiting ones closest to it in length (less padding). Under no load a request is dispatched at once and pays no wait; under
-load, batches form by themselves while the workers are busy.
+waiting exchange plus the waiting ones closest to it in length (less padding).
+Under no load a request is dispatched at once and pays no wait; under load,
+batches form by themselves while the workers are busy.
 
 The plan (workers, batch size, threads per run) follows the execution provider
 and the core count: on a small CPU, one single-threaded run per core on small
@@ -17,7 +18,6 @@ alone, so no request's scores depend on another's.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from beaverguard._exceptions import ScorerError
-from beaverguard._model import Scorer
+from beaverguard._model import Scorer, default_batch_size
 from beaverguard._policy import ExecutionPolicy
 from beaverguard._types import Exchange
 
@@ -55,12 +55,11 @@ def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, bat
     request's scores never depend on what other requests were in flight.
     """
     cores = cores or os.cpu_count() or 1
+    batch = default_batch_size(on_gpu, batch_invariant)
     if on_gpu:
-        default = Plan(workers=1, batch_size=64, threads=0)
+        default = Plan(workers=1, batch_size=batch, threads=0)
     else:
-        default = Plan(workers=cores, batch_size=8, threads=1, run_tokens=128)
-    if not batch_invariant:
-        default = Plan(workers=default.workers, batch_size=1, threads=default.threads)
+        default = Plan(workers=cores, batch_size=batch, threads=1, run_tokens=128 if batch > 1 else None)
     return Plan(
         workers=execution.workers or default.workers,
         batch_size=execution.batch_size or default.batch_size,
@@ -133,15 +132,11 @@ class Batcher:
         with self._idle:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 
-    async def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
-        """Score without blocking the event loop; cancelling the caller frees its place."""
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in self.submit(exchanges))))
-
-    def score_sync(self, exchanges: Sequence[Exchange], timeout: float | None = None) -> list[dict[str, float]]:
+    def score_sync(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
+        """Score and wait (for files and evaluation); an exception frees the places of the rest."""
         futures = self.submit(exchanges)
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return [f.result(None if deadline is None else max(deadline - time.monotonic(), 0)) for f in futures]
+            return [f.result() for f in futures]
         finally:
             for f in futures:
                 f.cancel()  # no-op for finished ones; frees the place of the rest

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "CATEGORY_KEYS", "UNSAFE", "category", "resolve"]
+__all__ = ["Category", "CATEGORIES", "CATEGORY_KEYS", "UNSAFE", "LABELS", "category", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ CATEGORY_KEYS: tuple[str, ...] = tuple(c.key for c in CATEGORIES)
 
 #: The overall score: the probability that the exchange is unsafe at all.
 UNSAFE = "unsafe"
+#: The model's outputs, in order: the 14 categories, then the overall ``unsafe`` score.
+LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
 
 _BY_NAME = {c.key: c for c in CATEGORIES} | {c.alias: c for c in CATEGORIES}
 

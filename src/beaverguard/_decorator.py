@@ -85,13 +85,22 @@ def _replace(bound: inspect.BoundArguments, path: _Path, value: Any) -> tuple[tu
     return bound.args, bound.kwargs
 
 
+def _kind(func: Callable) -> Callable:
+    """What says whether a handler is async or a generator: itself (a function, method or
+    ``functools.partial``), else a handler object's ``__call__``."""
+    for candidate in (func, getattr(func, "__call__", func)):
+        if (inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate)
+                or inspect.isgeneratorfunction(candidate)):
+            return candidate
+    return func
+
+
 def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | None = None) -> Any:
     """Guard ``func``; used as ``@guard.protect`` or ``@guard.protect(prompt_arg="q")``."""
     if func is None:
         return functools.partial(protect, guard, prompt_arg=prompt_arg)
     sig = inspect.signature(func)
-    # A handler object is judged by its __call__ (an async __call__ makes an async handler).
-    kind = func if inspect.isfunction(func) or inspect.ismethod(func) else getattr(func, "__call__", func)
+    kind = _kind(func)
 
     def split(args: tuple, kwargs: dict) -> tuple[inspect.BoundArguments, _Path, Any]:
         bound = sig.bind(*args, **kwargs)

@@ -74,7 +74,8 @@ class Guard:
 
     def __init__(self, policy: Policy | str | Path | None = None, *, model: str | Path | None = None,
                  scorer: Scorer | None = None, watch: bool = False) -> None:
-        # What reload() rebuilds from: the policy file, and the model or scorer given here.
+        # What reload() rebuilds from: the policy file, and the model or scorer given here. These six
+        # attributes outlive a reload (its `keep` set); every other one is rebuilt.
         self._policy_path = Path(policy) if isinstance(policy, str | Path) else None
         self._model_arg, self._scorer_arg = model, scorer
         self._reload_lock = threading.Lock()
@@ -148,10 +149,10 @@ class Guard:
             except BeaverguardError as exc:
                 logger.error("beaverguard: policy reload failed; keeping the current policy: %s", exc)
                 raise
-            mine = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop"}
+            keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop"}
             batcher, auditor = self._batcher, self._auditor
             batcher.successor = fresh._batcher
-            self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in mine})
+            self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
             if path is not None:
                 self._policy_path = path
             retire = threading.Thread(target=_retire, args=(batcher, auditor), name="beaverguard-retire", daemon=True)
@@ -306,23 +307,44 @@ class Guard:
         if not self.policy.rail(rail).enabled:
             return {}, None
         try:
-            # One future, awaited with a timeout: no task or gather per request on the hot path.
             (future,) = self._batcher.submit([exchange])
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.policy.timeout_s), None
-        except _TIMEOUTS:
-            return {}, f"ScorerError: scoring took longer than {self.policy.timeout_s}s"
-        except Exception as exc:  # the policy's on_error decides
-            return {}, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a closed guard: the policy's on_error decides
+            return {}, self._failure(exc)
+        return await self._await(future)
 
     def _score_sync(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
         if not self.policy.rail(rail).enabled:
             return {}, None
         try:
-            return self._batcher.score_sync([exchange], timeout=self.policy.timeout_s)[0], None
-        except _TIMEOUTS:
-            return {}, f"ScorerError: scoring took longer than {self.policy.timeout_s}s"
+            (future,) = self._batcher.submit([exchange])
         except Exception as exc:
-            return {}, f"{type(exc).__name__}: {exc}"
+            return {}, self._failure(exc)
+        return self._wait(future)
+
+    async def _await(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
+        """The scores of one submitted exchange, or the error that the policy's on_error judges.
+
+        One future awaited with a timeout: no task or gather per request on the hot path.
+        A check that fails or times out is cancelled, which frees its place in the queue.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.policy.timeout_s), None
+        except Exception as exc:
+            future.cancel()
+            return {}, self._failure(exc)
+
+    def _wait(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
+        """Sync twin of :meth:`_await`."""
+        try:
+            return future.result(timeout=self.policy.timeout_s), None
+        except Exception as exc:
+            future.cancel()
+            return {}, self._failure(exc)
+
+    def _failure(self, exc: Exception) -> str:
+        if isinstance(exc, _TIMEOUTS):
+            return f"ScorerError: scoring took longer than {self.policy.timeout_s}s"
+        return f"{type(exc).__name__}: {exc}"
 
     def _conclude(self, rail: Rail, prompt: str, response: str | None, scores: Scores, error: str | None,
                   start: float, request_id: str | None, extra: Mapping[str, object] | None = None) -> Decision:

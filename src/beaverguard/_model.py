@@ -20,13 +20,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from beaverguard._categories import CATEGORY_KEYS, UNSAFE
+from beaverguard._categories import LABELS
 from beaverguard._encoding import Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
 
-__all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "Provider"]
+__all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "default_batch_size", "Provider"]
 
 # Scoring already runs one worker per core; tokenizers' own thread pool on top would oversubscribe
 # the CPU (and it warns after a fork). A value the user set wins.
@@ -34,7 +34,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger("beaverguard")
 DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
-LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
 _CHARS_PER_TOKEN = 16
 Provider = Literal["auto", "cpu", "cuda"]
 
@@ -105,6 +104,11 @@ def default_model_dir() -> Path:
     raise ModelError(f"no default model is installed (looked for {DEFAULT_MODEL} in "
                      f"{', '.join(map(str, candidates))}); pass a model directory to Guard(model=...) "
                      "or build one with `beaverguard train` and `beaverguard export`")
+
+
+def default_batch_size(on_gpu: bool, batch_invariant: bool) -> int:
+    """Most windows in one run, unless set: 1 where rows must run alone, else 64 on a GPU, 8 on a CPU."""
+    return 1 if not batch_invariant else 64 if on_gpu else 8
 
 
 def _providers(provider: Provider) -> list[str]:
@@ -193,7 +197,7 @@ class OnnxScorer:
             self.on_gpu = _on_gpu(provider, self.session.get_providers())
         # A model whose scores depend on the run's other rows scores each window alone: a request's
         # verdict must not depend on what else was in flight.
-        self.batch_size = batch_size or (1 if not self.batch_invariant else 64 if self.on_gpu else 8)
+        self.batch_size = batch_size or default_batch_size(self.on_gpu, self.batch_invariant)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
 

@@ -59,9 +59,9 @@ _SPACED = re.compile(r"(?<![\w@$])[A-Za-z0-9@$]([ .\-_*])(?:[A-Za-z0-9@$]\1)+[A-
 _SPACED_PAIR = re.compile(r"(?<![\w@$])[A-Za-z0-9@$]([ .\-_*])[A-Za-z0-9@$](?![\w@$])")
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
-_LEET_UPPER = {k: v.upper() for k, v in _LEET.items()}
 _LEET_DIGITS = frozenset("013457")
 _LEET_TABLE = str.maketrans(_LEET)
+_LEET_UPPER_TABLE = str.maketrans({k: v.upper() for k, v in _LEET.items()})
 # Words of leet digits, with at most one letter ("70", "15", "7h47"), for text written mostly in leet.
 _LEET_WORD = re.compile(r"(?<![\w.,%$])(?:[013457]{1,3}|[013457]+[A-Za-z][013457]*|[A-Za-z][013457]+)(?![\w.,%])")
 # An e-mail address or URL (left alone), or a run of letters, digits and leet symbols.
@@ -111,14 +111,14 @@ def _unleet(token: str) -> str:
     first, last = letters[0], letters[-1]
     if not any(token[i] in _LEET for i in range(first + 1, last)):
         return token  # nothing between letters: "2nd", "mp3", "win10", "@john", "wow!!!"
-    table = _LEET_UPPER if all(token[i].isupper() for i in letters) else _LEET
-    inner = "".join(table.get(ch, ch) for ch in token[first:last + 1])
+    table = _LEET_UPPER_TABLE if all(token[i].isupper() for i in letters) else _LEET_TABLE
+    inner = token[first:last + 1].translate(table)
     # With leet inside, leet digits just outside belong to the word too ("5h00t", "h4ck3r5").
     head, tail = token[:first], token[last + 1:]
     if all(ch in _LEET_DIGITS for ch in head):
-        head = head.translate(str.maketrans(table))
+        head = head.translate(table)
     if all(ch in _LEET_DIGITS for ch in tail):
-        tail = tail.translate(str.maketrans(table))
+        tail = tail.translate(table)
     return head + inner + tail
 
 

@@ -28,14 +28,11 @@ The sync and async drivers differ only in how they wait for a check.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from beaverguard._decision import decide
 from beaverguard._messages import text_of, with_text
 from beaverguard._types import Action, Decision, Exchange
 
@@ -66,7 +63,7 @@ class StreamCheck:
         self.error: str | None = None
         self.peak: dict[str, float] = {}            # highest score per label over all checks
         self._worst: tuple[Action, dict[str, float]] = (Action.ALLOW, {})  # strictest check and its scores
-        self._held: list[tuple[int, Any]] = []      # (end offset, chunk) not yet released (buffer mode)
+        self._held: list[tuple[int, Any, str]] = []  # (end offset, chunk, its text) not yet released (buffer mode)
         self._mask_to = 0                           # held text up to here goes out redacted
         self.pending: tuple[int, Future] | None = None
         self.ended = False                          # the stream is complete: nothing more to wait for
@@ -81,14 +78,15 @@ class StreamCheck:
         """Take in a chunk, start a check if one is due; return what goes out before the check settles."""
         piece = text_of(chunk)
         self._parts.append(piece)
-        self._tail += piece  # bounded by chunk_chars + overlap_chars + one chunk
         self.length += len(piece)
-        if self.enabled and self.length - self.checked >= self.settings.chunk_chars:
-            self._submit()
+        if self.enabled:
+            self._tail += piece  # bounded by chunk_chars + overlap_chars + one chunk
+            if self.length - self.checked >= self.settings.chunk_chars:
+                self._submit()
         if self.at_once:
             self.released = self.length
             return [chunk]
-        self._held.append((self.length, chunk))
+        self._held.append((self.length, chunk, piece))
         return []
 
     def end(self) -> None:
@@ -96,14 +94,12 @@ class StreamCheck:
         self.ended = True
         if self.enabled and self.length > self.checked:
             self._submit()
-        elif not self.enabled:
-            self.checked = self.length
 
     def _submit(self) -> None:
         future = self.guard._batcher.submit([Exchange(self.prompt, self._tail)])[0]
         self.pending = (self.length, future)
 
-    def settle(self, scores: dict[str, float] | None, error: str | None) -> None:
+    def settle(self, scores: dict[str, float], error: str | None) -> None:
         """Take in the result of the pending check; a failed check stops the stream."""
         upto, _ = self.pending
         self.pending = None
@@ -116,7 +112,7 @@ class StreamCheck:
         else:
             for k, v in scores.items():
                 self.peak[k] = max(v, self.peak.get(k, 0.0))
-            action, _ = decide(scores, self.guard.policy.output, self.guard._defaults["output"])
+            action, _ = self.guard.judge("output", scores)
             if action.severity > self._worst[0].severity:
                 self._worst = (action, dict(scores))
             if action in (Action.BLOCK, Action.REWRITE):
@@ -142,15 +138,16 @@ class StreamCheck:
             n += 1
         if not n:
             return []
-        out = [c for _, c in self._held[:n]]
-        redact = getattr(self.guard, "_redact", None)  # set where a plugin redacts
+        out = [c for _, c, _ in self._held[:n]]
+        redact = self.guard._redact  # set where a plugin redacts (a redact action needs one)
         if self._mask_to > self.released and redact is not None:
-            text = "".join(text_of(c) for c in out)
+            text = "".join(piece for _, _, piece in self._held[:n])
             masked = redact(text)
-            ahead = "".join(text_of(c) for end, c in self._held[n:] if end <= self.checked)
+            ahead = "".join(piece for end, _, piece in self._held[n:] if end <= self.checked)
             if not self.ended and not redact(text + ahead).startswith(masked):
                 return []  # a find runs across the release point: hold it until it can go out masked
-            out = [with_text(out[0], masked), *(c for c in out[1:] if not text_of(c))]  # keep text-less chunks
+            # the masked text as one chunk; text-less chunks (tool calls, metadata) kept
+            out = [with_text(out[0], masked), *(c for _, c, piece in self._held[1:n] if not piece)]
         self.released, self._held = self._held[n - 1][0], self._held[n:]
         return out
 
@@ -170,16 +167,15 @@ class StreamCheck:
         return self.decision
 
     def stop_chunk(self, like: Any) -> Any:
-        """What goes out on a cut: the policy's message shaped like the stream's chunks."""
-        decision = self.decision
-        text = self.guard.blocked_reply(decision) if decision.blocked else decision.text  # may raise
-        if isinstance(like, str) or like is None:
-            return text
+        """What goes out on a cut: the policy's message shaped like the stream's chunks (may raise GuardBlocked)."""
+        out = self.guard.apply_output(like, self.decision)
+        if isinstance(like, str):
+            return out
         from langchain_core.messages import AIMessageChunk
 
         if isinstance(like, AIMessageChunk):  # same message id; none of the cut chunk's metadata or usage
-            return AIMessageChunk(content=text, id=like.id)
-        return with_text(like, text)
+            return AIMessageChunk(content=text_of(out), id=like.id)
+        return out
 
 
 def guard_stream(guard: Guard, prompt: str, chunks: Iterable[Any], request_id: str) -> Iterator[Any]:
@@ -258,28 +254,8 @@ def _close(state: StreamCheck, close: Any) -> None:
 
 
 def _settle_sync(state: StreamCheck) -> None:
-    fut = state.pending[1]
-    try:
-        scores = fut.result(timeout=state.guard.policy.timeout_s)
-    except Exception as exc:  # timeout or scorer failure: on_error decides
-        fut.cancel()
-        state.settle(None, _error(exc, state))
-    else:
-        state.settle(scores, None)
+    state.settle(*state.guard._wait(state.pending[1]))  # a timeout or failure: on_error decides
 
 
 async def _settle_async(state: StreamCheck) -> None:
-    fut = state.pending[1]
-    try:
-        scores = await asyncio.wait_for(asyncio.wrap_future(fut), state.guard.policy.timeout_s)
-    except Exception as exc:
-        fut.cancel()
-        state.settle(None, _error(exc, state))
-    else:
-        state.settle(scores, None)
-
-
-def _error(exc: Exception, state: StreamCheck) -> str:
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)):
-        return f"ScorerError: scoring took longer than {state.guard.policy.timeout_s}s"
-    return f"{type(exc).__name__}: {exc}"
+    state.settle(*await state.guard._await(state.pending[1]))

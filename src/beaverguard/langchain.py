@@ -108,14 +108,12 @@ class GuardedRunnable(Runnable[Any, Any]):
             async for chunk in it:
                 yield chunk
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         async def once() -> AsyncIterator[Any]:
             yield input
 
-        async with aclosing(self.atransform(once(), config, **kwargs)) as it:
-            async for chunk in it:
-                yield chunk
+        return self.atransform(once(), config, **kwargs)
 
     async def _atransform(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig,
                           **kwargs: Any) -> AsyncIterator[Any]:

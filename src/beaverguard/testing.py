@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from beaverguard._categories import CATEGORY_KEYS, UNSAFE, resolve
+from beaverguard._categories import LABELS, resolve
 
 __all__ = ["build_tiny_model", "TINY_WORDS"]
-
-LABELS = (*CATEGORY_KEYS, UNSAFE)
 
 #: word -> categories it raises ("" = only the overall unsafe score; "refusal" lowers all).
 TINY_WORDS: dict[str, tuple[str, ...]] = {

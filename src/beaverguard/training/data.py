@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from beaverguard._categories import CATEGORY_KEYS
+from beaverguard._categories import CATEGORY_KEYS, LABELS
 from beaverguard._jsonl import read_records
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "refusal_pairs", "targets", "LABELS", "write_jsonl",
 ]
 
-LABELS: tuple[str, ...] = (*CATEGORY_KEYS, "unsafe")
 
 
 @dataclass(frozen=True)

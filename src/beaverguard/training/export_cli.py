@@ -1,4 +1,4 @@
-"""``beaverguard export``: checkpoint in, shippable model directory (int8 for CPUs, or fp32 for GPUs) with calibrated thresholds out.
+"""``beaverguard export``: checkpoint in, model directory (int8 for CPUs, fp32 for GPUs) with calibrated thresholds out.
 
 Three steps, each checked: export and quantize (:func:`export`, which fails when
 a graph drifts from its source), score the calibration rows with the int8 model
