@@ -8,10 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from beaverguard._categories import UNSAFE
-from beaverguard._policy import RailPolicy
+from beaverguard._policy import RailPolicy, Rule
 from beaverguard._types import Action, Scores
 
-__all__ = ["decide"]
+__all__ = ["decide", "threshold"]
+
+
+def threshold(rule: Rule, key: str, defaults: Mapping[str, float]) -> float:
+    """Where ``key`` fires under ``rule``: the policy's threshold, else the model's calibrated default, else 0.5."""
+    return rule.threshold if rule.threshold is not None else defaults.get(key, 0.5)
 
 
 def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float]) -> tuple[Action, tuple[str, ...]]:
@@ -29,8 +34,7 @@ def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float]) -> t
     unsafe_fired = False
     for key, score in scores.items():
         rule = rail.rule(key)
-        threshold = rule.threshold if rule.threshold is not None else defaults.get(key, 0.5)
-        if score < threshold:
+        if score < threshold(rule, key, defaults):
             continue
         if key == UNSAFE:
             unsafe_fired = True

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, plan
-from beaverguard._decision import decide
+from beaverguard._decision import decide, threshold
 from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
 from beaverguard._messages import prompt_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
@@ -233,6 +233,11 @@ class Guard:
             if progress:
                 progress(len(exchanges[s:s + chunk]))
         return out
+
+    def thresholds(self, rail: Rail) -> dict[str, float]:
+        """The score at which each of the model's labels fires on ``rail`` under this guard's policy."""
+        rules, defaults = self.policy.rail(rail), self._defaults[rail]
+        return {key: float(threshold(rules.rule(key), key, defaults)) for key in self.scorer.labels}
 
     def judge(self, rail: Rail, scores: Scores) -> tuple[Action, tuple[str, ...]]:
         """The action and fired categories that this guard's policy gives ``scores`` (pure; no audit)."""

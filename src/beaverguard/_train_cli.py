@@ -39,7 +39,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
-    from beaverguard.training.train import TrainConfig, train
+    from beaverguard.training.train import TrainConfig, train, write_splits
 
     rows = list(iter_files(args.data))
     rows += [Row(r.prompt, None, True, (), f"{r.source}-prompt")
@@ -51,8 +51,6 @@ def run_train(args: argparse.Namespace) -> int:
     if args.limit:
         rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
     if args.splits_only:
-        from beaverguard.training.train import write_splits
-
         write_splits(rows, args.out, args.seed)
         return 0
     cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,

@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from beaverguard._categories import CATEGORY_KEYS, LABELS
@@ -39,8 +39,8 @@ class Row:
     source: str = ""
 
 
-def _from_shared(record: Mapping, where: str) -> Row:
-    cats = record.get("categories")
+def _row(record: Mapping, cats: Iterable[str] | None, source: str, where: str) -> Row:
+    """A checked row: known categories only, and a safety label."""
     if cats is not None:
         unknown = set(cats) - set(CATEGORY_KEYS)
         if unknown:
@@ -48,8 +48,11 @@ def _from_shared(record: Mapping, where: str) -> Row:
         cats = tuple(cats)
     if record.get("is_safe") is None:
         raise ValueError(f"{where}: is_safe is null; rows without a label cannot train")
-    return Row(record["prompt"], record.get("response"), bool(record["is_safe"]), cats,
-               record.get("source", ""))
+    return Row(record["prompt"], record.get("response"), bool(record["is_safe"]), cats, source)
+
+
+def _from_shared(record: Mapping, where: str) -> Row:
+    return _row(record, record.get("categories"), record.get("source", ""), where)
 
 
 def from_hf_record(record: Mapping, where: str = "BeaverTails record") -> Row:
@@ -58,13 +61,8 @@ def from_hf_record(record: Mapping, where: str = "BeaverTails record") -> Row:
     missing = set(CATEGORY_KEYS) - set(flags)
     if missing:
         raise ValueError(f"{where}: lacks categories {sorted(missing)}")
-    unknown = set(flags) - set(CATEGORY_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown categories {sorted(unknown)}")
-    if record.get("is_safe") is None:
-        raise ValueError(f"{where}: is_safe is null; rows without a label cannot train")
-    cats = tuple(k for k in CATEGORY_KEYS if flags[k])
-    return Row(record["prompt"], record["response"], bool(record["is_safe"]), cats, "beavertails")
+    row = _row(record, flags, "beavertails", where)  # checks the flag names and the label
+    return replace(row, categories=tuple(k for k in CATEGORY_KEYS if flags[k]))
 
 
 def read_jsonl(path: str | Path) -> list[Row]:

@@ -35,7 +35,7 @@ from beaverguard._types import Action, Exchange, Rail
 from beaverguard.training.data import LABELS, Row, _group, read_jsonl
 from beaverguard.training.metrics import Binary, binary, decisions, pr_curve
 
-__all__ = ["HARM_WORDS", "mentions_harm", "effective_thresholds", "score_rows", "evaluate", "format_report",
+__all__ = ["HARM_WORDS", "mentions_harm", "score_rows", "evaluate", "format_report",
            "by_source", "format_by_source", "plot_report", "run_eval"]
 
 #: Words whose mere mention tempts a guard to flag a safe row. Matched as whole
@@ -53,20 +53,6 @@ SECTIONS: dict[str, tuple[str, Rail]] = {"prompt": ("prompt-only rows", "input")
 def mentions_harm(text: str) -> bool:
     """True when ``text`` contains one of :data:`HARM_WORDS` as a whole word."""
     return _HARM_RE.search(text) is not None
-
-
-def effective_thresholds(guard, rail: Rail) -> dict[str, float]:
-    """The threshold each label fires at on ``rail``: the policy's override, else the model's default, else 0.5.
-
-    The same rule as :func:`beaverguard._decision.decide`.
-    """
-    rules = guard.policy.rail(rail)
-    defaults = guard._defaults[rail]
-    out = {}
-    for key in LABELS:
-        t = rules.rule(key).threshold
-        out[key] = float(t if t is not None else defaults.get(key, 0.5))
-    return out
 
 
 def score_rows(guard, exchanges: Sequence[Exchange], progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +112,7 @@ def evaluate(rows: Sequence[Row], probs: np.ndarray, flagged: np.ndarray,
         part = [r for r, s in zip(rows, sel) if s]
         p, f, ys = probs[sel], flagged[sel], y[sel]
         t = thresholds[rail]
-        section: dict = {"rail": rail, "rows": int(sel.sum()),
-                         "unsafe": _metrics(decisions(ys, f, p[:, -1]), int(f.sum()), t[UNSAFE])}
+        section: dict = {"rail": rail, "rows": int(sel.sum()), "unsafe": _decision_metrics(ys, f, p, t)}
         if any(r.categories is not None for r in part):
             labelled = np.array([r.categories is not None or r.is_safe for r in part], dtype=bool)
             cats = {}
@@ -218,15 +203,26 @@ def plot_report(rows: Sequence[Row], probs: np.ndarray, report: Mapping, out: Pa
     return written
 
 
+def _decision_metrics(ys: np.ndarray, flagged: np.ndarray, probs: np.ndarray, t: Mapping[str, float]) -> dict:
+    """The policy decision's metrics (AUPRC from the ``unsafe`` score) on one slice of rows."""
+    return _metrics(decisions(ys, flagged, probs[:, -1]), int(flagged.sum()), t[UNSAFE])
+
+
 def by_source(rows: Sequence[Row], probs: np.ndarray, flagged: np.ndarray,
               thresholds: Mapping[Rail, Mapping[str, float]]) -> dict[str, dict]:
     """:func:`evaluate`'s ``unsafe`` metrics for each ``source`` of the rows, per section."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(rows), len(LABELS))
+    flagged = np.asarray(flagged, dtype=bool)
     sources = np.array([r.source or "(none)" for r in rows])
+    is_qa = np.array([r.response is not None for r in rows], dtype=bool)
+    y = np.array([not r.is_safe for r in rows], dtype=bool)
     out: dict[str, dict] = {}
     for source in sorted(set(sources)):
-        sel = sources == source
-        part = evaluate([r for r, s in zip(rows, sel) if s], probs[sel], flagged[sel], thresholds)
-        out[source] = {name: section["unsafe"] for name, section in part.items()}
+        out[source] = {}
+        for name, (_, rail) in SECTIONS.items():
+            sel = (sources == source) & (is_qa if name == "qa" else ~is_qa)
+            if sel.any():
+                out[source][name] = _decision_metrics(y[sel], flagged[sel], probs[sel], thresholds[rail])
     return out
 
 
@@ -261,7 +257,7 @@ def run_eval(args: argparse.Namespace) -> int:
                   file=sys.stderr) as bar:
             probs, flagged = score_rows(guard, exchanges, progress=bar.update)
             _, prompt_flagged = score_rows(guard, [Exchange(p) for p in qa_prompts], progress=bar.update)
-        thresholds = {rail: effective_thresholds(guard, rail) for rail in ("input", "output")}
+        thresholds = {rail: guard.thresholds(rail) for rail in ("input", "output")}
         model = getattr(getattr(guard.scorer, "spec", None), "name", type(guard.scorer).__name__)
     finally:
         guard.close()

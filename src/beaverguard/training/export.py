@@ -54,12 +54,16 @@ def quantize(fp32: Path, int8: Path) -> Path:
     return Path(int8)
 
 
-def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]],
+               fp32_probs: np.ndarray | None = None) -> dict[str, float]:
     """Compare the int8 graph with the fp32 one on ``feeds``; raise :class:`ExportCheckError` beyond tolerance.
 
     Needs onnxruntime alone (no torch), so it also checks a quantized graph made elsewhere.
+    ``fp32_probs``: the fp32 graph's outputs on ``feeds``, where the caller has them already.
     """
-    fp32_probs, int8_probs = onnx_probs(fp32, feeds), onnx_probs(int8, feeds)
+    if fp32_probs is None:
+        fp32_probs = onnx_probs(fp32, feeds)
+    int8_probs = onnx_probs(int8, feeds)
     diff = np.abs(int8_probs - fp32_probs)
     report = {
         "int8_vs_fp32_max_abs": float(diff.max()),
@@ -112,7 +116,7 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         shipped = fp32
         if precision == "int8":
             shipped = quantize(fp32, tmp / "model.int8.onnx")
-            report.update(check_int8(fp32, shipped, feeds))
+            report.update(check_int8(fp32, shipped, feeds, fp32_probs))
             report["int8_bytes"] = shipped.stat().st_size
 
         out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from beaverguard._guard import Guard
 from beaverguard._policy import Policy
 from beaverguard._types import Exchange
 from beaverguard.training.calibrate import calibrate
-from beaverguard.training.data import LABELS, Row, read_jsonl
+from beaverguard.training.data import Row, read_jsonl
+from beaverguard.training.evaluate import score_rows
 from beaverguard.training.export import export
 
 __all__ = ["run_export", "runtime_probs", "write_thresholds", "SAMPLE_SIZE"]
@@ -45,10 +46,9 @@ def runtime_probs(model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
     """
     guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
     try:
-        scores = guard.score_many([Exchange(r.prompt, r.response) for r in rows])
+        return score_rows(guard, [Exchange(r.prompt, r.response) for r in rows])[0]
     finally:
         guard.close()
-    return np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64)
 
 
 def run_export(args: argparse.Namespace) -> int:

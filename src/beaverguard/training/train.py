@@ -150,7 +150,6 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     out = Path(cfg.out)
-    (out / "splits").mkdir(parents=True, exist_ok=True)
 
     with _timed(cfg, "split"):
         splits = write_splits(rows, out, cfg.seed)
