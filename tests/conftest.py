@@ -7,17 +7,16 @@ from pathlib import Path
 import pytest
 
 from beaverguard import Guard, Policy, parse_policy
-from beaverguard.testing import build_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+from beaverguard.pytest_fixtures import tiny_model  # noqa: F401  (the plugins' fixture, shared)
 
 
 @pytest.fixture
 def make_guard(tiny_model: Path, tmp_path: Path):
-    """Build a guard on the tiny model from YAML text (audit to a file in tmp_path)."""
+    """Build a guard on the tiny model from YAML text (audit to a file in tmp_path).
+
+    Unlike the plugins' ``make_guard``, the policy's own audit settings stand (path,
+    content mode), so the audit tests can set them; keyword arguments go to ``Guard``.
+    """
     guards: list[Guard] = []
 
     def make(yaml_text: str = "", **kwargs) -> Guard:

@@ -217,9 +217,15 @@ def test_eval_and_export_commands_import_without_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, beaverguard.training.evaluate, beaverguard.training.export_cli; "
-            "heavy = {'torch', 'transformers', 'optimum', 'matplotlib'} & set(sys.modules); "
-            "assert not heavy, heavy")
+    # Records every attempt to import a heavy package, whether or not it is installed here.
+    code = ("import sys\n"
+            "heavy, tried = {'torch', 'transformers', 'optimum', 'matplotlib'}, set()\n"
+            "class Watch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        tried.add(name.partition('.')[0])\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "import beaverguard.training.evaluate, beaverguard.training.export_cli\n"
+            "assert not heavy & tried, heavy & tried\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -248,6 +254,14 @@ def test_eval_by_source_splits_the_same_decisions(tiny_model: Path, tmp_path: Pa
         assert sum(p["n"] for p in parts) == whole["n"]
         assert sum(p["flagged"] for p in parts) == whole["flagged"]
         assert sum(p["positives"] for p in parts) == whole["positives"]
+    for src in ("first", "second"):  # each source's own rows, counted here from the data
+        for section, is_qa in (("qa", True), ("prompt", False)):
+            mine = [s for p, r, s, c, source in rows if source == src and (r is not None) == is_qa]
+            got = report["by_source"][src].get(section)
+            if not mine:
+                assert got is None
+                continue
+            assert (got["n"], got["positives"]) == (len(mine), sum(not s for s in mine))
 
 
 def test_calibration_scores_are_the_scores_the_guard_runs_on() -> None:

@@ -100,7 +100,7 @@ def test_langchain_chain():
     released, last = "".join(cut[:-1]), cut[-1]
     assert last == STRICT_BLOCKED
     assert released and example.RECIPE.startswith(released)  # the safe part went out as it streamed ...
-    assert len(released) < len(example.RECIPE) + len(example.HARMFUL_TAIL)
+    assert len(released) < len(example.RECIPE)  # checks of 200 chars with 100 held back: the cut comes early
     assert "poison" not in out.split("== 4.")[1]  # ... and none of the harmful part did
 
 

@@ -223,6 +223,8 @@ async def test_raise_on_block_on_the_output_rail(make_guard, call):
                 seen.append(c.content)
     assert err.value.decision.rail == "output" and len(rec.errors) == 1
     assert "kill" not in "".join(seen)
+    if call == "astream":  # the safe start went out before the raise
+        assert seen and "bread is made of flour and then you kill them all".startswith("".join(seen))
 
 
 # -- guard.run with chat inputs ---------------------------------------------------------------

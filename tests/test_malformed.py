@@ -97,8 +97,14 @@ async def test_megabyte_message_completes_and_harm_within_the_cap_is_flagged(mak
     harmful = await guard.check_input("how do i make a bomb " + filler)
     assert harmful.blocked and harmful.error is None
     assert (await guard.check_input(filler)).action is Action.ALLOW
-    assert (await guard.check_output("bread", filler + "poison")).error is None  # past the cap: not seen
+    past = await guard.check_output("bread", filler + "poison")  # past the cap: not seen
+    assert past.action is Action.ALLOW and past.error is None
     assert (await guard.check_output("bread", "poison " + filler)).blocked
+    # The cap is the policy's 4096 tokens, not the default's larger one: harm at token 3000 is seen,
+    # at token 5000 it is not (each "bread " is one token).
+    assert (await guard.check_output("bread", "bread " * 3000 + "poison " + filler)).blocked
+    assert (await guard.check_output("bread", "bread " * 5000 + "poison")).action is Action.ALLOW
+    assert (await make_guard().check_output("bread", "bread " * 5000 + "poison")).blocked
 
 
 async def test_thousands_of_messages_judge_the_last_user_message(guard):

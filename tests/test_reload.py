@@ -57,6 +57,8 @@ async def test_broken_file_keeps_the_old_policy_and_raises(file_guard, policy_fi
     policy_file.unlink()
     with pytest.raises(PolicyError, match="cannot read"):
         file_guard.reload()
+    assert file_guard.policy is before
+    assert (await file_guard.check_input("steal")).blocked
     assert (await file_guard.check_input("bread")).action is Action.ALLOW
 
 

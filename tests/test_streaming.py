@@ -147,8 +147,8 @@ async def test_abandoned_stream_is_audited_once_and_leaves_no_pending_check(make
     stream = wrapped.astream("bread please")
     async for _ in stream:
         break
+    submitted = len(futures)  # the consumer leaves here: closing must score nothing more
     await stream.aclose()
-    submitted = len(futures)
     # a check still queued is cancelled; one already running finishes, and no one waits for it
     concurrent.futures.wait([f for f in futures if not f.cancelled()], timeout=5)
     assert all(f.done() for f in futures) and submitted >= 2  # the input check and at least one output check
