@@ -6,25 +6,24 @@ scores every variant with the default model under the default policy (with
 share of harmful prompts it flags at the model's calibrated thresholds. Benign
 prompts show what normalization costs in false positives.
 
-    python benchmarks/evasion.py [--n 300] [--seed 0] [--out benchmarks/results/evasion.md]
+    python benchmarks/evasion.py [--n 300] [--seed 0]     # writes benchmarks/results/evasion.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import DEFAULT_DATA, report, table
+
 from beaverguard import Exchange, Guard, Policy
 from beaverguard._normalize import normalize
 
-DATA = Path("/work/shared/data")
+DATA = DEFAULT_DATA.parent
 HARMFUL = DATA / "beavertails_30k_train_unsafe_prompts.jsonl"
 BENIGN = DATA / "alpaca_harmless_prompts.jsonl"
 
@@ -70,18 +69,10 @@ def flagged_share(guard: Guard, prompts: list[str]) -> float:
     return sum(guard.judge("input", s)[0].severity > 0 for s in scores) / len(prompts)
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{model}, nproc {nproc}, Python {platform.python_version()}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="harmful prompts to sample")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/evasion.md"))
     args = ap.parse_args()
 
     harmful = load(HARMFUL, args.n, args.seed)
@@ -101,21 +92,14 @@ def main() -> None:
     for g in guards.values():
         g.close()
 
-    command = "PYTHONPATH=src python benchmarks/evasion.py " + " ".join(sys.argv[1:])
     lines = [
-        "# Evasion: input-rail recall under obfuscation, normalization off vs on",
+        f"Model: default ({guards['on'].scorer.spec.name}), default policy (calibrated input thresholds; "
+        "a prompt counts as caught when any rule fires). Data: "
+        f"{args.n} harmful prompts sampled (seed {args.seed}) from `{HARMFUL.name}`; "
+        f"benign: {len(benign)} prompts of `{BENIGN.name}`. Time: {elapsed:.0f} s for everything.",
         "",
-        f"- Command: `{command.strip()}`",
-        f"- Machine: {machine()}",
-        f"- Model: default ({guards['on'].scorer.spec.name}), default policy (calibrated input thresholds; "
-        "a prompt counts as caught when any rule fires)",
-        f"- Data: {args.n} harmful prompts sampled (seed {args.seed}) from `{HARMFUL.name}`; "
-        f"benign: {len(benign)} prompts of `{BENIGN.name}`",
-        f"- Time: {elapsed:.0f} s for everything",
-        "",
-        "| obfuscation | recall, normalize off | recall, normalize on | change |",
-        "|---|---|---|---|",
-        *[f"| {name} | {off:.1%} | {on:.1%} | {on - off:+.1%} |" for name, off, on in rows],
+        table(["obfuscation", "recall, normalize off", "recall, normalize on", "change"],
+              [[name, f"{off:.1%}", f"{on:.1%}", f"{on - off:+.1%}"] for name, off, on in rows]),
         "",
         f"Benign prompts flagged (false positives): {fp_off:.1%} off, {fp_on:.1%} on; "
         f"normalization changed the text of {changed} of {len(benign)} benign prompts.",
@@ -128,9 +112,7 @@ def main() -> None:
         "characters, so normalization adds nothing there. The harmful prompts come from the split the default "
         "model was trained on, so plain recall is optimistic; the gaps between obfuscations are the point.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out} ({elapsed:.0f} s)")
+    report("evasion", "Evasion: input-rail recall under obfuscation, normalization off vs on", "\n".join(lines))
 
 
 if __name__ == "__main__":
