@@ -21,7 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from beaverguard._categories import LABELS
-from beaverguard._encoding import Encoder
+from beaverguard._encoding import Conversation, Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
@@ -67,6 +67,9 @@ class ModelSpec:
     #: False when a row's scores depend on the other rows of its run (int8 with dynamic
     #: activation quantization: one scale per run), so rows must run alone.
     batch_invariant: bool = True
+    #: How earlier conversation turns are laid out (role markers, separator); None: the model
+    #: was not trained on conversations, and sees earlier turns as plain text before the prompt.
+    conversation: Mapping[str, object] | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> ModelSpec:
@@ -81,7 +84,10 @@ class ModelSpec:
             raw = json.loads((path / "beaverguard.json").read_text())
             spec = cls(path, raw["name"], tuple(raw["labels"]), int(raw["max_length"]),
                        {rail: dict(raw["thresholds"][rail]) for rail in ("input", "output")},
-                       dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)))
+                       dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)),
+                       raw.get("conversation"))
+            if spec.conversation is not None:
+                Conversation(**spec.conversation)  # a malformed layout fails here, not at the first request
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path / 'beaverguard.json'} is not a valid model config ({exc!r}); {fix}") from exc
         if spec.labels != LABELS:
@@ -199,7 +205,8 @@ class OnnxScorer:
         # verdict must not depend on what else was in flight.
         self.batch_size = batch_size or default_batch_size(self.on_gpu, self.batch_invariant)
         self.input_names = {i.name for i in self.session.get_inputs()}
-        self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
+        layout = Conversation(**self.spec.conversation) if self.spec.conversation else Conversation.plain()
+        self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length, layout)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
         """Probabilities per label for each exchange: the maximum over its windows."""
@@ -207,7 +214,9 @@ class OnnxScorer:
             return []
         per_exchange = self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
                                             [None if e.response is None else self.prepare(e.response)
-                                             for e in exchanges], self.max_tokens)
+                                             for e in exchanges], self.max_tokens,
+                                            [tuple((role, self.prepare(text)) for role, text in e.context)
+                                             for e in exchanges])
         owners = np.repeat(np.arange(len(exchanges)), [len(w) for w in per_exchange])
         windows = [w for ws in per_exchange for w in ws]
         probs = self.run_windows(windows)
