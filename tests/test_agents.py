@@ -7,6 +7,8 @@ can say exactly which text must be caught and which must pass.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from langchain.agents import create_agent
@@ -221,3 +223,13 @@ def test_the_guarded_chat_model_runs_an_agent_and_streams_only_checked_tokens(ma
               if isinstance(m, AIMessage)]
     assert tools.ran == [("search", {"query": "bread"})]
     assert "poison" not in "".join(tokens) and "".join(tokens).endswith(guard.policy.blocked_message)
+
+
+def test_without_the_agents_extra_the_middleware_says_what_to_install(tmp_path):
+    # A fresh interpreter in which langchain and langgraph cannot be imported, as in the core install.
+    code = ("import sys; sys.modules.update(langchain=None, langgraph=None)\n"
+            "from beaverguard.langchain import GuardedChatModel, GuardedRunnable\n"
+            "try:\n    from beaverguard.langchain import GuardMiddleware\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "beaverguard[agents]"' in out
