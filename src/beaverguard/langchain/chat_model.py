@@ -65,6 +65,7 @@ class GuardedChatModel(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _like_inner(cls, values: Any) -> Any:
+        """Stream and format output as the wrapped model does, unless told otherwise."""
         if isinstance(values, dict) and isinstance(values.get("inner"), BaseChatModel):
             for key in ("disable_streaming", "output_version"):
                 values.setdefault(key, getattr(values["inner"], key))
@@ -94,6 +95,7 @@ class GuardedChatModel(BaseChatModel):
         return self.inner._get_ls_params(stop=stop, **kwargs)
 
     def _resolve_model_profile(self) -> Any:
+        """The wrapped model's profile: ``create_agent`` reads it to choose how to ask for structured output."""
         return self.inner.profile
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
