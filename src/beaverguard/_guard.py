@@ -275,9 +275,17 @@ class Guard:
         return self.apply_output(reply, self.check_output_sync(prompt, reply, request_id=request_id))
 
     def wrap(self, runnable: Any) -> Any:
-        """A LangChain ``Runnable`` that guards ``runnable`` (a chat model, chain or callable)."""
-        from beaverguard.langchain import GuardedRunnable
+        """Guard ``runnable`` for LangChain: a chat model, a chain or a callable.
 
+        A chat model comes back as a guarded chat model (a ``BaseChatModel`` that
+        binds tools, for agents); anything else as a guarded ``Runnable``.
+        """
+        from langchain_core.language_models import BaseChatModel
+
+        from beaverguard.langchain import GuardedChatModel, GuardedRunnable
+
+        if isinstance(runnable, BaseChatModel):
+            return GuardedChatModel(guard=self, inner=runnable)
         return GuardedRunnable(guard=self, inner=runnable)
 
     def protect(self, func: Callable | None = None, *, prompt_arg: str | None = None) -> Any:

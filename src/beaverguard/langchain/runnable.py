@@ -1,11 +1,12 @@
-"""A drop-in LangChain runnable: ``guard.wrap(chat_model)``.
+"""A guarded LangChain runnable around a chain, a callable or any runnable.
 
 It accepts what chat models accept (a string, messages, a ``PromptValue``) and
 returns what the wrapped runnable returns. invoke/ainvoke, batch/abatch and
 stream/astream are all guarded; ``config`` and callbacks pass through to the
 wrapped runnable as a child run. Streaming releases text only after the output
 rail has passed it (policy ``streaming.mode: buffer``), or at once and checked
-right after (``stream_first``).
+right after (``stream_first``). ``guard.wrap(chat_model)`` returns the guarded
+chat model instead (:mod:`beaverguard.langchain.chat_model`).
 """
 
 from __future__ import annotations
