@@ -42,7 +42,7 @@ from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import Field, model_validator
 
 from beaverguard._guard import Guard
-from beaverguard._messages import prompt_of, text_of
+from beaverguard._messages import text_of
 from beaverguard._streaming import aguard_stream, guard_stream
 from beaverguard._types import Decision
 
@@ -162,7 +162,7 @@ class GuardedChatModel(BaseChatModel):
             self.inner.rate_limiter.acquire(blocking=True)
         parts = _Parts()
         chunks = self.inner._stream(sent, stop=stop, **kwargs)
-        with closing(guard_stream(self.guard, prompt_of(messages), parts.rail_view(chunks), rid)) as guarded:
+        with closing(guard_stream(self.guard, messages, parts.rail_view(chunks), rid)) as guarded:
             for out in guarded:
                 yield from parts.release(out)
         yield from parts.finish()
@@ -186,7 +186,7 @@ class GuardedChatModel(BaseChatModel):
             await self.inner.rate_limiter.aacquire(blocking=True)
         parts = _Parts()
         chunks = self.inner._astream(sent, stop=stop, **kwargs)
-        async with aclosing(aguard_stream(self.guard, prompt_of(messages), parts.arail_view(chunks), rid)) as guarded:
+        async with aclosing(aguard_stream(self.guard, messages, parts.arail_view(chunks), rid)) as guarded:
             async for out in guarded:
                 for chunk in parts.release(out):
                     yield chunk
