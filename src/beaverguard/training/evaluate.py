@@ -250,7 +250,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise SystemExit("beaverguard eval: the data has no rows")
     guard = Guard(args.policy, model=args.model)
     try:
-        exchanges = [Exchange(r.prompt, r.response) for r in rows]
+        exchanges = [Exchange(r.prompt, r.response, r.context) for r in rows]
         # A QA pair's prompt is harmful also when the input rail flags it; score those prompts once each.
         qa_prompts = sorted({r.prompt for r in rows if r.response is not None})
         with tqdm(total=len(exchanges) + len(qa_prompts), desc="scoring", unit="row", disable=None,

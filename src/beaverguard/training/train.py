@@ -104,6 +104,13 @@ CONVERSATION = {"roles": {"user": "user:", "assistant": "assistant:", "system": 
                 "separator": "\n"}
 
 
+def save_checkpoint(model, base: Path, path: Path) -> None:
+    """A Hugging Face checkpoint plus what export needs: the tokenizer and the conversation layout."""
+    model.save_pretrained(path)
+    shutil.copy(base / "tokenizer.json", path / "tokenizer.json")
+    (path / "conversation.json").write_text(json.dumps(CONVERSATION, indent=2) + "\n")
+
+
 def encode_rows(encoder: Encoder, rows: Sequence[Row]) -> list:
     """Rows as the guard scores them: normalized text, earlier turns laid out, one window each."""
     return encoder.encode([normalize(r.prompt) for r in rows],
@@ -281,8 +288,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
         history.append({"epoch": epoch + 1, "calib": summary, "mean_auprc": score})
         print(json.dumps(history[-1]), flush=True)
         with _timed(cfg, "save"):
-            model.save_pretrained(out / f"checkpoint-epoch{epoch + 1}")
-            shutil.copy(base / "tokenizer.json", out / f"checkpoint-epoch{epoch + 1}" / "tokenizer.json")
+            save_checkpoint(model, base, out / f"checkpoint-epoch{epoch + 1}")
         if score > best_score:  # save at once, so a run cut short still leaves its best epoch
             best_score = score
             shutil.rmtree(out / "checkpoint", ignore_errors=True)
