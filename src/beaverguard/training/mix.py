@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from beaverguard._categories import resolve
 from beaverguard._jsonl import read_records
 from beaverguard.training.augment import (
-    FRAMES, SPLIT_TURNS, Template, augment, lookalike_rows, split_templates, wild_templates,
+    FRAMES, Template, augment, lookalike_rows, split_templates, wild_templates,
 )
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
