@@ -286,3 +286,19 @@ def test_calibration_scores_are_the_scores_the_guard_runs_on() -> None:
     in_one_run = np.array([[s[k] for k in LABELS] for s in batched.score([Exchange(r.prompt, r.response)
                                                                          for r in rows])])
     assert np.abs(in_one_run - expected).max() > 1e-3  # so this test can tell the two apart
+
+
+def test_eval_reports_prompts_unseen_in_training_apart(tiny_model: Path, tmp_path: Path) -> None:
+    data, train, out = tmp_path / "data.jsonl", tmp_path / "train.jsonl", tmp_path / "report.json"
+    rows = [(p, r, s, c) for p, r, s, c in DATA]
+    data.write_text("".join(json.dumps({"prompt": p, "response": r, "is_safe": s, "categories": c,
+                                        "source": "src"}) + "\n" for p, r, s, c in rows))
+    seen = {rows[0][0], rows[1][0]}
+    train.write_text("".join(json.dumps({"prompt": p.upper() + " ", "response": None, "is_safe": True,
+                                         "categories": None}) + "\n" for p in seen))  # same prompt, spelt otherwise
+    assert main(["eval", "--data", str(data), "--model", str(tiny_model), "--unseen-from", str(train),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    unseen = [row for row in rows if row[0] not in seen]
+    assert report["unseen_rows"] == len(unseen)
+    assert sum(m["n"] for m in report["by_source_unseen"]["src"].values()) == len(unseen)

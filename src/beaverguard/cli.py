@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, action="append", help="labelled JSON Lines (repeatable)")
     p.add_argument("--plot", type=Path, help="write precision-recall curves (PNG) to this directory")
     p.add_argument("--by-source", action="store_true", help="also report the decision's metrics per row source")
+    p.add_argument("--unseen-from", type=Path, help="also report per source on the rows whose prompt this "
+                                                    "(training) file does not have, not even nearly")
     p.add_argument("--json", type=Path, help="also write the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 

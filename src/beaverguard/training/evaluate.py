@@ -272,10 +272,22 @@ def run_eval(args: argparse.Namespace) -> int:
                                    [p for p, f in zip(qa_prompts, prompt_flagged) if f])}
     if getattr(args, "by_source", False):
         report["by_source"] = by_source(rows, probs, flagged, thresholds)
+    if getattr(args, "unseen_from", None):
+        from beaverguard.training.mix import Repeats
+
+        seen = Repeats([r.prompt for r in read_jsonl(args.unseen_from)], share=0.5)
+        keep = np.array([r.prompt not in seen for r in rows], dtype=bool)
+        report["by_source_unseen"] = by_source([r for r, k in zip(rows, keep) if k], probs[keep], flagged[keep],
+                                               thresholds)
+        report["unseen_rows"] = int(keep.sum())
     print(f"beaverguard eval: {len(rows)} rows, model {model}, policy {report['policy'] or '(default)'}")
     print(format_report(report))
     if "by_source" in report:
         print(format_by_source(report["by_source"]))
+    if "by_source_unseen" in report:
+        print(f"\nprompts unseen in {args.unseen_from} ({report['unseen_rows']} rows: no prompt there is the same, "
+              "or shares half its 8-word runs):", end="")
+        print(format_by_source(report["by_source_unseen"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -46,7 +46,7 @@ from beaverguard.training.augment import (
 )
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
-__all__ = ["Mix", "Source", "MixData", "load_mix", "build", "summary"]
+__all__ = ["Mix", "Source", "MixData", "Repeats", "load_mix", "build", "summary"]
 
 
 class _Strict(BaseModel):
@@ -183,8 +183,8 @@ def _shingles(text: str, k: int = 8) -> set[str]:
     return {" ".join(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
 
 
-class _HeldText:
-    """Tells whether a text repeats a held-out prompt: the same prompt, or most of its 8-word runs."""
+class Repeats:
+    """Tells whether a text repeats one of ``prompts``: the same prompt, or most of its 8-word runs."""
 
     def __init__(self, prompts: list[str], share: float = 0.3) -> None:
         self.exact = {_group(p) for p in prompts}
@@ -227,7 +227,7 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
         holdout += [Row(r["prompt"], r.get("response"), bool(r["is_safe"]), None, h.source) for r in recs]
         families[h.source] = h.family
     held_out_keys = {(h.file, h.source) for h in mix.holdout}
-    held_text = _HeldText([r.prompt for r in holdout])
+    held_text = Repeats([r.prompt for r in holdout])
     dropped = Counter()
 
     rows: list[tuple[Row, Source]] = []
