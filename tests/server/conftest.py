@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from beaverguard import Policy, parse_policy
 from beaverguard.server import ApiKeys, ServerSettings, create_app
-from beaverguard.server.testing import FakeUpstream, serve_in_thread
+from beaverguard.server.testing import FakeUpstream, ServerThread, serve_in_thread
 
 
 @dataclass
@@ -73,25 +72,36 @@ def policy(yaml_text: str, audit_path: Path) -> Policy:
     return parsed.model_copy(update={"audit": parsed.audit.model_copy(update=audit)})
 
 
+@pytest.fixture(scope="session")
+def _stopping() -> Iterator[list[ServerThread]]:
+    """Servers told to stop: each shuts down while the next tests run; all are waited for at the end."""
+    servers: list[ServerThread] = []
+    yield servers
+    for server in servers:
+        server.join()
+
+
 @pytest.fixture
-def gateway(tiny_model: Path, upstream: FakeUpstream, tmp_path: Path):
+def gateway(tiny_model: Path, upstream: FakeUpstream, tmp_path: Path, _stopping: list[ServerThread]):
     """Start a server: ``gateway(yaml, keys={...}, policies={name: yaml}, **settings)``."""
-    stack = ExitStack()
+    started: list[ServerThread] = []
 
     def start(yaml_text: str = "", *, policies: dict[str, str | Path] | None = None,
               keys: dict[str, str] | None = None, upstream_url: str | None = None, **settings: Any) -> Gateway:
-        audit_path = tmp_path / f"audit-{len(stack._exit_callbacks)}.jsonl"
+        audit_path = tmp_path / f"audit-{len(started)}.jsonl"
         loaded: dict[str, Any] = {"default": policy(yaml_text, audit_path)}
         for name, p in (policies or {}).items():
             loaded[name] = p if isinstance(p, Path) else policy(p, audit_path)
         settings.setdefault("model", tiny_model)
         app = create_app(ServerSettings(upstream=upstream_url or upstream.url, policies=loaded,
                                         api_keys=ApiKeys(keys or {}), **settings))
-        url = stack.enter_context(serve_in_thread(app))
-        return Gateway(url, app, audit_path)
+        started.append(ServerThread(app))
+        return Gateway(started[-1].url, app, audit_path)
 
     yield start
-    stack.close()
+    for server in started:
+        server.stop(wait=False)
+        _stopping.append(server)
 
 
 def user(text: str) -> list[dict[str, str]]:

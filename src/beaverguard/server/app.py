@@ -23,7 +23,7 @@ import beaverguard
 from beaverguard._types import Exchange
 from beaverguard.cli import decision_summary
 from beaverguard.server.chat import chat_completions, refuse_if_overloaded
-from beaverguard.server.errors import ApiError, install_handlers
+from beaverguard.server.errors import ApiError, CatchAll, install_handlers
 from beaverguard.server.guards import ServerGuard, load_guards
 from beaverguard.server.limits import BodyLimit
 from beaverguard.server.metrics import CONTENT_TYPE_LATEST, HttpMetrics, Metrics
@@ -73,6 +73,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                   description="A guarding gateway in front of an OpenAI-compatible LLM, and a moderation service.")
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)  # inside the metrics, so a 500 is counted
     app.add_middleware(HttpMetrics, metrics=metrics, endpoints=lambda: {r.path for r in app.routes})
     app.state.guards, app.state.metrics, app.state.upstream = guards, metrics, upstream
 
@@ -126,8 +127,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Raw scores of the server's model, no decision: the caller's own policy decides (not audited)."""
         if not guard.ready:
             raise ApiError(503, "the model is not loaded (see /readyz)", type="scorer_error", code="model_unavailable")
+        exchanges = [_exchange(e) for e in body.exchanges]
         try:
-            scores = await guard.score_raw([_exchange(e) for e in body.exchanges])
+            scores = await guard.score_raw(exchanges)
         except TimeoutError:
             raise ApiError(503, f"scoring took longer than {guard.policy.timeout_s}s", type="scorer_error",
                            code="scorer_timeout") from None
@@ -168,8 +170,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
     return app
 
 
+#: Whether the core's Exchange has the conversation contract's ``context`` yet (issue 10 part 3, on main).
+_TAKES_CONTEXT = "context" in getattr(Exchange, "__dataclass_fields__", {})
+
+
 def _exchange(e: ScoreExchange) -> Exchange:
     """An exchange to score; turns before the prompt go in as its context (the conversation contract)."""
     if not e.context:
         return Exchange(e.prompt, e.response)
-    return Exchange(e.prompt, e.response, context=tuple((str(r), str(t)) for r, t in e.context))
+    if not _TAKES_CONTEXT:
+        raise ApiError(400, "this server's beaverguard scores no context yet: send exchanges without 'context'",
+                       param="exchanges.context", code="context_unsupported")
+    return Exchange(e.prompt, e.response, context=tuple((r, t) for r, t in e.context))

@@ -20,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "error_body", "install_handlers"]
+__all__ = ["ApiError", "CatchAll", "error_body", "install_handlers"]
 
 logger = logging.getLogger("beaverguard.server")
 
@@ -86,9 +87,34 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:  # 404, 405, 413 from the framework
         return ApiError(exc.status_code, str(exc.detail), headers=exc.headers).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Where it failed goes to the log, but not the exception's message: it may hold the user's text.
-        logger.error("beaverguard server: unexpected %s on %s %s\n%s", type(exc).__name__, request.method,
-                     request.url.path, "".join(traceback.format_tb(exc.__traceback__)))
-        return ApiError(500, "internal error in the guard server (logged)").response()
+
+
+class CatchAll:
+    """ASGI middleware: an unexpected exception becomes a 500 in OpenAI's shape, logged without its message.
+
+    It sits inside Starlette's own error middleware, which would log the
+    exception's message (it may hold the user's text) and re-raise it to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the last place to turn a bug into an answer
+            # Where it failed goes to the log, but not the exception's message: it may hold the user's text.
+            logger.error("beaverguard server: unexpected %s on %s %s\n%s", type(exc).__name__, scope.get("method"),
+                         scope.get("path"), "".join(traceback.format_tb(exc.__traceback__)))
+            if not started:
+                await ApiError(500, "internal error in the guard server (logged)").response()(scope, receive, send)

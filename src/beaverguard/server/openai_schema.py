@@ -127,7 +127,8 @@ class CheckRequest(_Closed):
     rail: Literal["input", "output"] | None = Field(
         None, description="input judges the prompt; output the response with its prompt. Default: output when "
                           "a response is given, else input.")
-    prompt: str | list[ChatMessage] = Field(description="A prompt, or a conversation (OpenAI messages).")
+    prompt: str | Annotated[list[ChatMessage], Field(min_length=1)] = Field(
+        description="A prompt, or a conversation (OpenAI messages).")
     response: str | ChatMessage | None = Field(None, description="The response to judge (output rail).")
 
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["FakeUpstream", "serve_in_thread"]
+__all__ = ["FakeUpstream", "ServerThread", "serve_in_thread"]
 
 Reply = str | Callable[[dict[str, Any]], str]
 
@@ -36,12 +36,12 @@ class FakeUpstream:
     ``reply``: the answer's text (or a function of the request body). ``chunk_chars``: a streamed answer
     goes out in pieces this long. ``tool_calls``: OpenAI tool calls to answer with. ``status``: answer
     this HTTP status with an OpenAI error body instead. ``delay_s``: wait this long before answering.
-    ``models``: the model names it knows; another gets 404 ``model_not_found``, as OpenAI answers.
+    ``models``: the model names it knows (None: any); another gets 404 ``model_not_found``, as OpenAI answers.
     """
 
     def __init__(self, reply: Reply = "Mix flour, water and salt, then bake it.", *, chunk_chars: int = 8,
                  tool_calls: list[dict[str, Any]] | None = None, status: int = 200, delay_s: float = 0.0,
-                 models: tuple[str, ...] = ("gpt-test",), record: bool = True) -> None:
+                 models: tuple[str, ...] | None = ("gpt-test",), record: bool = True) -> None:
         self.reply, self.chunk_chars, self.tool_calls = reply, chunk_chars, tool_calls
         self.status, self.delay_s, self.models, self.record = status, delay_s, models, record
         self.requests: list[dict[str, Any]] = []
@@ -61,7 +61,7 @@ class FakeUpstream:
         if self.status != 200:
             return JSONResponse({"error": {"message": f"upstream failure {self.status}", "type": "server_error",
                                            "param": None, "code": None}}, status_code=self.status)
-        if body.get("model") not in self.models:
+        if self.models is not None and body.get("model") not in self.models:
             return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist",
                                            "type": "invalid_request_error", "param": None,
                                            "code": "model_not_found"}}, status_code=404)
@@ -106,34 +106,52 @@ def _free_socket(host: str) -> socket.socket:
     return sock
 
 
+class ServerThread:
+    """An ASGI app under uvicorn on a free loopback port, in a daemon thread."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", timeout_s: float = 20.0) -> None:
+        self._sock = _free_socket(host)
+        port = self._sock.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        self.timeout_s = timeout_s
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                                    timeout_graceful_shutdown=2))
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.server.run(sockets=[self._sock])
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+                failure.append(exc)
+
+        self.thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if failure or not self.thread.is_alive() or time.monotonic() > deadline:
+                self._sock.close()
+                raise RuntimeError(f"the server on port {port} did not start") from (failure[0] if failure else None)
+            time.sleep(0.01)
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Ask the server to shut down (its app's lifespan ends); ``wait`` for it."""
+        self.server.should_exit = True
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        self.thread.join(self.timeout_s)
+        self._sock.close()
+
+
 @contextmanager
 def serve_in_thread(app: Any, *, host: str = "127.0.0.1", timeout_s: float = 20.0) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free port in a thread; yield its base URL; stop it on exit."""
-    sock = _free_socket(host)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if failure or not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"the server on port {port} did not start") from (failure[0] if failure else None)
-        time.sleep(0.01)
+    running = ServerThread(app, host=host, timeout_s=timeout_s)
     try:
-        yield f"http://{host}:{port}"
+        yield running.url
     finally:
-        server.should_exit = True
-        thread.join(timeout_s)
-        sock.close()
+        running.stop()
 
 
 def main() -> None:
