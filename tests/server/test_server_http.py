@@ -214,3 +214,45 @@ def test_a_changed_policy_file_applies_to_the_next_request(gateway, upstream, tm
     with gw.http() as http:
         assert http.get("/v1/guard/model", headers={"authorization": f"Bearer {KEY_A}"}).json()[
             "thresholds"]["input"]["unsafe"] == 0.0
+
+
+# -- overload ---------------------------------------------------------------------------------------
+
+LONG = " ".join(["hello how do i make the bread cake"] * 2500)  # ~20k tokens: ~600 windows of the tiny model
+CHAT = LONG + " please"
+
+
+async def _flood(gw, n: int = 40) -> list[httpx.Response]:
+    """n concurrent requests, chat completions and moderations, each a long text to score."""
+    import asyncio
+
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
+        await http.post("/v1/moderations", json={"input": "bread"})  # one measurement: the batcher's estimate
+        chat = {"model": "gpt-test", "messages": [{"role": "user", "content": CHAT}]}
+        return await asyncio.gather(*(
+            http.post("/v1/chat/completions", json=chat) if i % 2 else http.post("/v1/moderations", json={"input": LONG})
+            for i in range(n)))
+
+
+async def test_overload_is_429_with_retry_after_and_never_reaches_the_upstream(gateway, upstream):
+    gw = gateway("timeout_s: 0.1\nexecution: {max_tokens: null}")
+    responses = await _flood(gw)
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, "no request was refused: the flood did not overload the guard"
+    assert {r.status_code for r in responses} <= {200, 429}
+    for r in refused:
+        assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded"
+    records = gw.audit()
+    assert sum(r["error_type"] == "ScorerOverloaded" for r in records) >= len(refused)
+    chat_inputs = [r for r in records if r["rail"] == "input" and r["prompt"] == CHAT]
+    assert any(r["error_type"] == "ScorerOverloaded" for r in chat_inputs)
+    # only the prompts the input rail allowed went upstream: none refused (or failed) did
+    assert len(upstream.requests) == sum(r["action"] == "allow" for r in chat_inputs)
+
+
+async def test_on_overload_allow_passes_requests_on_unscored(gateway, upstream):
+    gw = gateway("timeout_s: 0.1\non_overload: allow\nexecution: {max_tokens: null}")
+    responses = await _flood(gw)
+    assert all(r.status_code == 200 for r in responses)
+    passed = [r for r in gw.audit() if r["error_type"] == "ScorerOverloaded"]
+    assert passed and all(r["action"] == "allow" for r in passed)

@@ -20,11 +20,12 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 import beaverguard
+from beaverguard._exceptions import ScorerOverloaded
 from beaverguard._types import Exchange
 from beaverguard.cli import decision_summary
-from beaverguard.server.chat import chat_completions, refuse_if_overloaded
+from beaverguard.server.chat import chat_completions
 from beaverguard.server.errors import ApiError, CatchAll, install_handlers
-from beaverguard.server.guards import ServerGuard, load_guards
+from beaverguard.server.guards import ServerGuard, load_guards, refuse_if_overloaded, too_busy
 from beaverguard.server.limits import BodyLimit
 from beaverguard.server.metrics import CONTENT_TYPE_LATEST, HttpMetrics, Metrics
 from beaverguard.server.moderation import moderate
@@ -118,7 +119,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             decision = await guard.check_output(prompt, response)
         else:
             decision = await guard.check_input(prompt)
-        refuse_if_overloaded(decision, metrics, "/v1/guard/check")
+        refuse_if_overloaded(guard, decision, metrics, "/v1/guard/check")
         return decision_summary(decision)
 
     @app.post("/v1/guard/score", response_model=ScoreResponse, tags=["guard"],
@@ -130,6 +131,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         exchanges = [_exchange(e) for e in body.exchanges]
         try:
             scores = await guard.score_raw(exchanges)
+        except ScorerOverloaded as exc:
+            raise too_busy(exc.retry_after_s, metrics, "/v1/guard/score") from None
         except TimeoutError:
             raise ApiError(503, f"scoring took longer than {guard.policy.timeout_s}s", type="scorer_error",
                            code="scorer_timeout") from None

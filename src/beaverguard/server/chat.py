@@ -32,12 +32,12 @@ from beaverguard._messages import prompt_of
 from beaverguard._streaming import aguard_stream
 from beaverguard._types import Action, Decision
 from beaverguard.server.errors import ApiError, error_body
-from beaverguard.server.guards import ServerGuard, overloaded, retry_after_s
+from beaverguard.server.guards import ServerGuard, refuse_if_overloaded
 from beaverguard.server.metrics import Metrics
 from beaverguard.server.openai_schema import ChatCompletionRequest
 from beaverguard.server.upstream import Upstream, UpstreamFailure, events
 
-__all__ = ["chat_completions", "refuse_if_overloaded"]
+__all__ = ["chat_completions"]
 
 _REPLACED = (Action.BLOCK, Action.REWRITE)
 
@@ -52,7 +52,7 @@ async def chat_completions(guard: ServerGuard, upstream: Upstream, metrics: Metr
                        param="n")
     request_id = uuid.uuid4().hex
     verdict = await guard.check_input(messages, request_id=request_id)
-    refuse_if_overloaded(verdict, metrics, "/v1/chat/completions")
+    refuse_if_overloaded(guard, verdict, metrics, "/v1/chat/completions")
     if verdict.blocked:
         text = _blocked_text(guard, verdict, "messages")
         if stream:
@@ -61,15 +61,6 @@ async def chat_completions(guard: ServerGuard, upstream: Upstream, metrics: Metr
     payload["messages"] = guard.apply_input(messages, verdict)
     call = _Call(guard, upstream, metrics, messages, request_id, client_authorization)
     return await (call.stream(payload) if stream else call.complete(payload))
-
-
-def refuse_if_overloaded(decision: Decision, metrics: Metrics, endpoint: str) -> None:
-    """429 with Retry-After where scoring was overloaded and the policy does not let the request pass."""
-    if overloaded(decision):
-        metrics.overloaded.labels(endpoint).inc()
-        seconds = max(1, round(retry_after_s(decision) + 0.499))  # whole seconds, rounded up
-        raise ApiError(429, f"the guard is overloaded; retry in {seconds} s", code="overloaded",
-                       headers={"retry-after": str(seconds)})
 
 
 def _blocked_text(guard: ServerGuard, decision: Decision, param: str | None) -> str:
@@ -107,7 +98,7 @@ class _Call:
         except (ValueError, KeyError, TypeError, AttributeError):
             return self._failed(UpstreamFailure(502, "invalid", "sent a completion that is not OpenAI's schema"))
         for choice, decision in zip(choices, decisions):
-            refuse_if_overloaded(decision, self.metrics, "/v1/chat/completions")
+            refuse_if_overloaded(self.guard, decision, self.metrics, "/v1/chat/completions")
             if decision.action in _REPLACED or decision.action is Action.REDACT:
                 try:
                     choice["message"] = self.guard.apply_output(choice["message"], decision)

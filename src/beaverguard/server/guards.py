@@ -9,6 +9,7 @@ reload keeps the hook: it swaps the guard's state, not its class.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 from beaverguard._guard import Guard, _Unavailable
 from beaverguard._policy import Policy
 from beaverguard._types import Action, Decision, Exchange, Scores
+from beaverguard.server.errors import ApiError
 from beaverguard.server.metrics import Metrics
 
-__all__ = ["ServerGuard", "load_guards", "overloaded", "retry_after_s"]
+__all__ = ["ServerGuard", "load_guards", "refuse_if_overloaded", "too_busy"]
 
 
 class ServerGuard(Guard):
@@ -103,10 +105,21 @@ def load_guards(policies: Mapping[str, Policy | Path | None], *, model: Path | N
     return guards
 
 
-def overloaded(decision: Decision) -> bool:
-    """The check was refused by admission control and the policy does not let it pass (HTTP 429)."""
-    return bool(getattr(decision, "overloaded", False)) and decision.action is Action.BLOCK
+def refuse_if_overloaded(guard: ServerGuard, decision: Decision, metrics: Metrics, endpoint: str) -> None:
+    """429 with Retry-After where admission control refused a check and the policy blocks it (``on_overload``).
+
+    Under ``on_overload: allow`` the decision allows, and the request passes on unscored (audited).
+    Retry-After is the policy's ``timeout_s``: admission control admits only what it expects to score
+    within it, so by then the work ahead has been scored. (A Decision does not carry the refusal's own
+    ``retry_after_s``; ``/v1/guard/score``, which sees the exception, sends that.)
+    """
+    if decision.overloaded and decision.action is Action.BLOCK:
+        raise too_busy(guard.policy.timeout_s, metrics, endpoint)
 
 
-def retry_after_s(decision: Decision) -> float:
-    return float(decision.extra.get("retry_after_s", 1.0))
+def too_busy(retry_after_s: float, metrics: Metrics, endpoint: str) -> ApiError:
+    """The 429 of a refused check (counted), with Retry-After in whole seconds, rounded up."""
+    metrics.overloaded.labels(endpoint).inc()
+    seconds = max(1, math.ceil(retry_after_s))
+    return ApiError(429, f"the guard is overloaded; retry in {seconds} s", code="overloaded",
+                    headers={"retry-after": str(seconds)})

@@ -17,7 +17,7 @@ from typing import Any
 
 from beaverguard._categories import CATEGORY_KEYS, UNSAFE, category, resolve
 from beaverguard._types import Decision
-from beaverguard.server.guards import ServerGuard
+from beaverguard.server.guards import ServerGuard, refuse_if_overloaded
 from beaverguard.server.metrics import Metrics
 from beaverguard.server.openai_schema import ModerationPart, ModerationRequest
 
@@ -58,13 +58,11 @@ def _text_input(value: str | list[ModerationPart]) -> Any:
 
 
 async def moderate(guard: ServerGuard, metrics: Metrics, body: ModerationRequest) -> dict[str, Any]:
-    from beaverguard.server.chat import refuse_if_overloaded
-
     raw = body.input
     inputs = [raw] if isinstance(raw, str) else [raw] if isinstance(raw[0], ModerationPart) else list(raw)
     decisions = await asyncio.gather(*(guard.check_input(_text_input(i)) for i in inputs))
     for decision in decisions:
-        refuse_if_overloaded(decision, metrics, "/v1/moderations")
+        refuse_if_overloaded(guard, decision, metrics, "/v1/moderations")
     return {"id": f"modr-{uuid.uuid4().hex}", "model": guard.model_name,
             "results": [result(d) for d in decisions]}
 
