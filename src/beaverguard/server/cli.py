@@ -76,10 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_keys=ApiKeys.load(file=args.api_keys_file), upstream_auth=args.upstream_auth,
         upstream_api_key=ServerSettings.upstream_key_from_env(), upstream_timeout_s=args.upstream_timeout,
         max_body_bytes=args.max_body_bytes, watch=not args.no_watch)
+    app = create_app(settings)
     if not settings.api_keys:
         logger.warning("beaverguard serve: no API keys configured ($BEAVERGUARD_API_KEYS, --api-keys-file): "
                        "anyone who can reach %s:%s can use it", args.host, args.port)
-    app = create_app(settings)
     logger.info("beaverguard serve: policies %s, upstream %s, %d API keys", sorted(settings.policies),
                 settings.upstream, len(settings.api_keys))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

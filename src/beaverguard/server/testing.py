@@ -100,7 +100,9 @@ class FakeUpstream:
 
 
 def _free_socket(host: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP (else each
+    # response waits ~40 ms for a delayed ACK between its headers and its body)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock
@@ -154,13 +156,29 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", timeout_s: float = 20.
         running.stop()
 
 
+def replies_from(path: str, default: str) -> Reply:
+    """Answer each prompt with its response from a JSON Lines file of ``{"prompt", "response"}`` rows."""
+    from beaverguard._messages import prompt_of
+
+    answers: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                answers.setdefault(row["prompt"], row.get("response") or default)
+    return lambda body: answers.get(prompt_of(body["messages"]), default)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="An instant OpenAI-compatible upstream (for benchmarks).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--reply", default="Mix flour, water and salt, then bake it.")
+    parser.add_argument("--pairs", help="JSON Lines of {prompt, response}: answer each prompt with its response")
     args = parser.parse_args()
-    uvicorn.run(FakeUpstream(args.reply, record=False).app, host=args.host, port=args.port, log_level="warning")
+    reply = replies_from(args.pairs, args.reply) if args.pairs else args.reply
+    uvicorn.run(FakeUpstream(reply, record=False, models=None).app, host=args.host, port=args.port,
+                log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
