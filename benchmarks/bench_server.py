@@ -6,7 +6,10 @@ On loopback only. ``beaverguard serve`` runs as its own process on the
 embedded model, in front of an instant OpenAI-compatible upstream (a second
 process, ``python -m beaverguard.server.testing``) that answers each
 BeaverTails prompt with its BeaverTails response. Clients are one asyncio
-process of httpx connections, one per client. Two endpoints:
+process holding one keep-alive HTTP/1.1 connection each, driven by h11 (httpx's
+async client slows down past a few requests in flight: on this machine 735
+requests/s to the instant upstream with one in flight, 419 with 32, so it
+would have been the thing measured). Two endpoints:
 
 * ``/v1/moderations``, one prompt per request: one input-rail check;
 * ``/v1/chat/completions``: input rail, the upstream, output rail on the answer.
@@ -14,7 +17,7 @@ process of httpx connections, one per client. Two endpoints:
 The in-process guard does the same exchanges in the client process: for a
 moderation, ``guard.check_input``; for a chat, ``check_input``, the same HTTP
 call to the same upstream, then ``check_output``, which is what an app that
-embeds the guard does. The policy logs instead of blocking, so every request
+embeds the guard does (with httpx, as the server calls its upstream). The policy logs instead of blocking, so every request
 takes the whole path; audit records are off on both sides. Each level runs the
 server and the in-process guard alternately, ``--repeats`` times, each pass
 bounded in requests and seconds; figures are medians over the passes.
@@ -37,6 +40,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import h11
 import httpx
 
 from _common import DEFAULT_DATA, ROOT, load_pairs, median, pct, report, table
@@ -54,7 +58,8 @@ output: {default: {action: log}, unsafe: {action: log}}
 audit: {log: false}
 """
 
-Send = Callable[[int], Awaitable[bool]]
+#: Sends request ``i`` on a client's own connection; True if it got a 200 with a result.
+Send = Callable[[int, "Connection"], Awaitable[bool]]
 
 
 def _port() -> int:
@@ -76,7 +81,41 @@ def _wait(url: str, process: subprocess.Popen, what: str, timeout_s: float = 90)
     sys.exit(f"{what} did not start in {timeout_s} s")
 
 
-async def load(send: Send, n_items: int, clients: int, count: int) -> dict[str, float]:
+class Connection:
+    """One keep-alive HTTP/1.1 client connection (h11 over asyncio streams): a client that costs little."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, dict]:
+        if self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.h11 = h11.Connection(h11.CLIENT)
+        data = json.dumps(body).encode()
+        headers = [("host", "127.0.0.1"), ("content-type", "application/json"), ("content-length", str(len(data)))]
+        self.writer.write(self.h11.send(h11.Request(method="POST", target=path, headers=headers))
+                          + self.h11.send(h11.Data(data=data)) + self.h11.send(h11.EndOfMessage()))
+        status, chunks = 0, []
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                self.h11.receive_data(await self.reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        self.h11.start_next_cycle()
+        return status, json.loads(b"".join(chunks))
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.writer.close()
+
+
+async def load(send: Send, n_items: int, clients: int, count: int, port: int) -> dict[str, float]:
     """``count`` requests (at most MAX_PASS_S seconds) from ``clients`` concurrent clients."""
     latencies: list[float] = []
     failures = 0
@@ -85,12 +124,16 @@ async def load(send: Send, n_items: int, clients: int, count: int) -> dict[str, 
 
     async def client() -> None:
         nonlocal next_i, failures
-        while next_i < count and time.perf_counter() < deadline:
-            i, next_i = next_i, next_i + 1
-            t0 = time.perf_counter()
-            ok = await send(i % n_items)
-            latencies.append(time.perf_counter() - t0)
-            failures += not ok
+        connection = Connection(port)
+        try:
+            while next_i < count and time.perf_counter() < deadline:
+                i, next_i = next_i, next_i + 1
+                t0 = time.perf_counter()
+                ok = await send(i % n_items, connection)
+                latencies.append(time.perf_counter() - t0)
+                failures += not ok
+        finally:
+            connection.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -116,8 +159,7 @@ async def run(args: argparse.Namespace) -> str:
     try:
         _wait(f"http://127.0.0.1:{up_port}/", upstream, "the upstream")
         _wait(f"http://127.0.0.1:{gw_port}/readyz", server, "beaverguard serve")
-        return await measure(args, prompts, pairs, guard, f"http://127.0.0.1:{gw_port}",
-                             f"http://127.0.0.1:{up_port}/v1")
+        return await measure(args, prompts, pairs, guard, gw_port, f"http://127.0.0.1:{up_port}/v1")
     finally:
         guard.close()
         for process in (server, upstream):
@@ -125,26 +167,25 @@ async def run(args: argparse.Namespace) -> str:
             process.wait(30)
 
 
-async def measure(args, prompts, pairs, guard: Guard, gateway: str, upstream: str) -> str:
+async def measure(args, prompts, pairs, guard: Guard, gateway_port: int, upstream: str) -> str:
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     limits = httpx.Limits(max_connections=max(LEVELS), max_keepalive_connections=max(LEVELS))
-    async with httpx.AsyncClient(base_url=gateway, limits=limits, timeout=60) as gw, \
-            httpx.AsyncClient(base_url=upstream, limits=limits, timeout=60) as llm:
+    async with httpx.AsyncClient(base_url=upstream, limits=limits, timeout=60) as llm:
         def chat_body(i: int) -> dict:
             return {"model": "bench", "messages": [{"role": "user", "content": prompts[i]}]}
 
-        async def server_moderation(i: int) -> bool:
-            r = await gw.post("/v1/moderations", json={"input": prompts[i]})
-            return r.status_code == 200 and len(r.json()["results"]) == 1
+        async def server_moderation(i: int, connection: Connection) -> bool:
+            status, body = await connection.post("/v1/moderations", {"input": prompts[i]})
+            return status == 200 and len(body["results"]) == 1
 
-        async def server_chat(i: int) -> bool:
-            r = await gw.post("/v1/chat/completions", json=chat_body(i))
-            return r.status_code == 200 and bool(r.json()["choices"])
+        async def server_chat(i: int, connection: Connection) -> bool:
+            status, body = await connection.post("/v1/chat/completions", chat_body(i))
+            return status == 200 and bool(body["choices"])
 
-        async def guard_moderation(i: int) -> bool:
+        async def guard_moderation(i: int, connection: Connection) -> bool:
             return (await guard.check_input(prompts[i])).error is None
 
-        async def guard_chat(i: int) -> bool:
+        async def guard_chat(i: int, connection: Connection) -> bool:
             messages = chat_body(i)["messages"]
             verdict = await guard.check_input(messages)
             r = await llm.post("chat/completions", json={**chat_body(i), "messages": guard.apply_input(messages,
@@ -156,12 +197,12 @@ async def measure(args, prompts, pairs, guard: Guard, gateway: str, upstream: st
                     "chat": {"server": server_chat, "in-process": guard_chat}}
         for sends in variants.values():  # warm up both sides: connections, sessions, the batcher's estimates
             for send in sends.values():
-                await load(send, len(prompts), 8, 64)
+                await load(send, len(prompts), 8, 64, gateway_port)
         for endpoint, sends in variants.items():
             for clients in LEVELS:
                 for _ in range(args.repeats):
                     for name, send in sends.items():
-                        got = await load(send, len(prompts), clients, COUNTS[clients])
+                        got = await load(send, len(prompts), clients, COUNTS[clients], gateway_port)
                         results.setdefault((endpoint, name, clients), []).append(got)
                         print(f"{endpoint:11} {name:10} {clients:3} clients: {got['rps']:6.1f}/s "
                               f"p50 {got['p50']:6.1f} ms p99 {got['p99']:7.1f} ms ({got['n']} requests)", flush=True)
@@ -201,7 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     body = asyncio.run(run(args))
     report("server", "beaverguard serve under load: throughput, p50/p99, and overhead against the in-process guard",
-           body, packages=("fastapi", "uvicorn", "httpx", "starlette"))
+           body, packages=("fastapi", "uvicorn", "uvloop", "httptools", "httpx", "starlette"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
 KEY = "sk-fuzz"
 OPERATIONS = [("POST", "/v1/chat/completions"), ("POST", "/v1/moderations"), ("POST", "/v1/guard/check"),
@@ -58,6 +58,7 @@ def test_no_input_gets_a_server_error(api, method, path, mode):
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def fuzz(case):
         case.call_and_validate(base_url=url, headers={"authorization": f"Bearer {KEY}"},
-                               checks=[not_a_server_error], timeout=30)
+                               checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
+                               timeout=30)
 
     fuzz()
