@@ -55,7 +55,7 @@ def upstream(_upstream_server) -> FakeUpstream:
     """The upstream LLM, its script reset to the defaults and its record emptied for each test."""
     fake, url = _upstream_server
     fresh = FakeUpstream()
-    for name in ("reply", "chunk_chars", "tool_calls", "status", "delay_s", "models"):
+    for name in ("reply", "chunk_chars", "tool_calls", "status", "delay_s", "chunk_delay_s", "models"):
         setattr(fake, name, getattr(fresh, name))
     fake.requests.clear()
     fake.streams_closed = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -146,6 +147,34 @@ def test_a_stream_is_cut_at_the_first_unsafe_chunk(gateway, upstream, mode):
     [rec] = [r for r in gw.audit() if r["rail"] == "output"]
     assert rec["action"] == "block" and rec["stream"]["mode"] == mode
     assert rec["stream"]["stopped_at"] == len(released) and not rec["stream"]["abandoned"]
+
+
+def test_a_cut_stream_closes_the_upstreams_stream(gateway, upstream):
+    gw = gateway("streaming: {chunk_chars: 32, overlap_chars: 8}")
+    upstream.reply, upstream.chunk_delay_s = SAFE + UNSAFE + SAFE * 40, 0.005  # ~2 s to stream whole
+    started = time.monotonic()
+    chunks, _ = _stream(gw)
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    _eventually(lambda: upstream.streams_closed == 1)
+    assert time.monotonic() - started < 1.5  # it did not run to its end
+
+
+def test_a_client_that_goes_away_closes_the_upstreams_stream_and_is_audited(gateway, upstream):
+    gw = gateway("streaming: {chunk_chars: 32, overlap_chars: 8}")
+    upstream.reply, upstream.chunk_delay_s = SAFE * 40, 0.005
+    stream = gw.client().chat.completions.create(model="gpt-test", messages=user("bread"), stream=True)
+    for _, _chunk in zip(range(3), stream):
+        pass
+    stream.close()
+    _eventually(lambda: upstream.streams_closed == 1)
+    _eventually(lambda: [r["stream"]["abandoned"] for r in gw.audit() if r["rail"] == "output"] == [True])
+
+
+def _eventually(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.02)
 
 
 def test_a_blocked_prompt_gets_a_stream_of_one_chunk(gateway, upstream):

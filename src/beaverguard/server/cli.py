@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from beaverguard.server.settings import ServerSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per upstream call; uvicorn's access log has them
     settings = ServerSettings(
         upstream=args.upstream, policies=_policies(args.policy), model=args.model,
         api_keys=ApiKeys.load(file=args.api_keys_file), upstream_auth=args.upstream_auth,

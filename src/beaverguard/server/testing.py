@@ -35,15 +35,17 @@ class FakeUpstream:
 
     ``reply``: the answer's text (or a function of the request body). ``chunk_chars``: a streamed answer
     goes out in pieces this long. ``tool_calls``: OpenAI tool calls to answer with. ``status``: answer
-    this HTTP status with an OpenAI error body instead. ``delay_s``: wait this long before answering.
+    this HTTP status with an OpenAI error body instead. ``delay_s``: wait this long before answering;
+    ``chunk_delay_s``: this long between two chunks of a stream.
     ``models``: the model names it knows (None: any); another gets 404 ``model_not_found``, as OpenAI answers.
     """
 
     def __init__(self, reply: Reply = "Mix flour, water and salt, then bake it.", *, chunk_chars: int = 8,
                  tool_calls: list[dict[str, Any]] | None = None, status: int = 200, delay_s: float = 0.0,
-                 models: tuple[str, ...] | None = ("gpt-test",), record: bool = True) -> None:
+                 chunk_delay_s: float = 0.0, models: tuple[str, ...] | None = ("gpt-test",), record: bool = True) -> None:
         self.reply, self.chunk_chars, self.tool_calls = reply, chunk_chars, tool_calls
         self.status, self.delay_s, self.models, self.record = status, delay_s, models, record
+        self.chunk_delay_s = chunk_delay_s
         self.requests: list[dict[str, Any]] = []
         self.streams_closed = 0  # streams whose client went away before the end
         self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
@@ -88,6 +90,8 @@ class FakeUpstream:
         try:
             yield chunk({"role": "assistant", "content": ""})
             for i in range(0, len(text), self.chunk_chars):
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
                 yield chunk({"content": text[i:i + self.chunk_chars]})
             for i, call in enumerate(self.tool_calls or ()):
                 yield chunk({"tool_calls": [{"index": i, **call}]})
