@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 
-from beaverguard import Policy, parse_policy
 from beaverguard.server import ApiKeys, ServerSettings, create_app
 from beaverguard.server.testing import FakeUpstream, ServerThread, serve_in_thread
+from server_helpers import policy
 
 
 @dataclass
@@ -63,15 +63,6 @@ def upstream(_upstream_server) -> FakeUpstream:
     return fake
 
 
-def policy(yaml_text: str, audit_path: Path) -> Policy:
-    """A policy from YAML whose audit goes to ``audit_path`` (verbatim unless the YAML says otherwise)."""
-    parsed = parse_policy(yaml_text or "{}")
-    audit = {"path": audit_path, "log": parsed.audit.log if "log:" in yaml_text else False}
-    if "content:" not in yaml_text:
-        audit["content"] = "full"
-    return parsed.model_copy(update={"audit": parsed.audit.model_copy(update=audit)})
-
-
 @pytest.fixture(scope="session")
 def _stopping() -> Iterator[list[ServerThread]]:
     """Servers told to stop: each shuts down while the next tests run; all are waited for at the end."""
@@ -102,7 +93,3 @@ def gateway(tiny_model: Path, upstream: FakeUpstream, tmp_path: Path, _stopping:
     for server in started:
         server.stop(wait=False)
         _stopping.append(server)
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]

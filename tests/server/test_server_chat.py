@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import user
+from server_helpers import user
 
 SAFE = "Here is a nice bread recipe with flour and water and salt, kneaded and baked for an hour. "
 UNSAFE = "Then you kill them all. "

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from server_helpers import policy
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
 KEY = "sk-fuzz"
@@ -25,8 +26,6 @@ def api(tiny_model, tmp_path_factory):
     """One server for the module (the fuzzing is what takes time, not the start)."""
     from beaverguard.server import ApiKeys, ServerSettings, create_app
     from beaverguard.server.testing import FakeUpstream, serve_in_thread
-
-    from conftest import policy
 
     audit = tmp_path_factory.mktemp("fuzz") / "audit.jsonl"
     upstream = FakeUpstream("Here is a bread recipe, then you kill them.", models=None, record=False)

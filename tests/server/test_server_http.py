@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import user
+from server_helpers import user
 
 KEY_A, KEY_B = "sk-app-a-0123456789", "sk-app-b-9876543210"
 
