@@ -369,9 +369,10 @@ class Batcher:
             if waiting:
                 jobs = _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
                 step = _Step("encode" if self.stepwise else "score", jobs, cost=sum(j.cost for j in jobs))
-                if self._spt is not None:  # an estimate was wrong: refuse what can no longer make it, now
+                if self._spt is not None:  # an estimate was wrong: refuse now what waiting made miss its deadline
                     now, per_core = time.monotonic(), self._spt / self.plan.workers
-                    step.late = [j for j in jobs if j.deadline is not None and now + j.cost * per_core > j.deadline]
+                    step.late = [j for j in jobs if j.deadline is not None
+                                 and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
                     if step.late:
                         step.items = [j for j in jobs if j not in step.late]
                         self.late += len(step.late)
