@@ -134,3 +134,17 @@ def test_bulk_work_is_never_refused_and_checks_go_first(make_guard, slow):
     assert worker.is_alive()  # the bulk work was still going when the checks were done
     worker.join(timeout=30)
     assert len(bulk) == 60 and guard._batcher.refused == 0
+
+
+@pytest.mark.parametrize("model", ["tiny", "default"])
+def test_admission_prices_the_windows_the_encoder_will_make(tiny_model, model):
+    """Given the token counts, the estimate is exact (a text just past a window costs two full ones)."""
+    scorer = OnnxScorer(tiny_model if model == "tiny" else None)
+    enc = scorer.encoder
+    words = ("the committee reviewed the budget and asked for a revised estimate by friday " * 200).split()
+    for i, (a, b) in enumerate([(n, m) for n in (1, 5, 20, 63, 64, 65, 300) for m in (0, 1, 10, 30, 31, 200, 700)]):
+        prompt, response = " ".join(words[:a]), None if i % 7 == 0 else " ".join(words[a:a + b])
+        windows = enc.windows([prompt], [response])[0]
+        count = lambda t: len(enc.tokenizer.encode(t, add_special_tokens=False).ids)  # noqa: E731
+        assert enc.estimate(count(prompt), None if response is None else count(response)) == (
+            sum(len(ids) for ids, _ in windows), len(windows)), (a, b)

@@ -109,12 +109,13 @@ class _Job:
     __slots__ = ("exchange", "future", "lane", "deadline", "arrived", "tokens", "cost", "rows", "left")
 
     def __init__(self, exchange: Exchange, lane: int = _CHECK, deadline: float | None = None,
-                 ratio: float = 1.0) -> None:
+                 estimate: tuple[float, int] | None = None, ratio: float = 1.0) -> None:
         self.exchange, self.lane, self.deadline = exchange, lane, deadline
         self.future: Future = Future()
         self.arrived = time.monotonic()
-        self.tokens = (len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN  # until tokenized
-        self.cost = self.tokens * ratio + RUN_TOKENS
+        # until it is tokenized, what it will cost is guessed from its length
+        self.tokens, windows = estimate or ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
+        self.cost = self.tokens * ratio + RUN_TOKENS * windows
         self.rows: list = []
         self.left = 0  # windows not yet scored
 
@@ -165,6 +166,7 @@ class Batcher:
         self.timeout_s = timeout_s
         self.stepwise = all(callable(getattr(scorer, m, None)) for m in ("encode", "run_windows", "finish"))
         self.can_go_wide = self.stepwise and plan.wide_threads > 1 and getattr(scorer, "wide", None) is not None
+        self._estimate = getattr(scorer, "estimate", None) if callable(getattr(scorer, "estimate", None)) else None
         self._cond = threading.Condition()
         self._waiting: tuple[deque[_Job], deque[_Job]] = (deque(), deque())    # per lane, oldest first
         self._ready: tuple[deque[_Window], deque[_Window]] = (deque(), deque())  # tokenized, not yet run
@@ -213,7 +215,8 @@ class Batcher:
             if not self._workers:
                 self._start()
             for exchange in exchanges:
-                job = _Job(exchange, lane, deadline, self._ratio)
+                guess = self._estimate(exchange, CHARS_PER_TOKEN) if self._estimate else None
+                job = _Job(exchange, lane, deadline, guess, self._ratio)
                 futures.append(job.future)
                 overloaded = None if bulk else self._admit(job)
                 if overloaded is not None:
