@@ -242,9 +242,9 @@ class Batcher:
         """
         if self.timeout_s is None or self._spt is None:
             return None
-        ahead = self._queued[_CHECK] + self._running
-        if ahead <= 0:
+        if self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]:
             return None
+        ahead = self._queued[_CHECK] + self._running
         predicted = ahead * self._spt / self.plan.workers + job.cost * self._spt
         budget = self.timeout_s * HEADROOM
         if predicted <= budget:
@@ -310,6 +310,8 @@ class Batcher:
                 if step is not None:  # give back its cores
                     self._free += step.cores
                     self._running -= step.cost
+                    if self._free == self.plan.workers and not self._has_work():
+                        self._queued[:], self._running = [0.0, 0.0], 0.0  # no rounding left over when idle
                     if self.closed:
                         self._cond.notify_all()  # workers waiting for a core may now have nothing left to do
                     elif self._has_work():
