@@ -50,8 +50,11 @@ __all__ = ["Plan", "plan", "Batcher", "close_all"]
 
 #: Rough characters per token, to size work before it is tokenized.
 CHARS_PER_TOKEN = 4
-#: What one run costs beyond its tokens, in tokens (a 16-token run costs about as much as 32 tokens' share).
-RUN_TOKENS = 16
+#: The cost of one run of a window of L tokens is taken as L + RUN_TOKENS + L**2 / ATTENTION_TOKENS
+#: times a measured number of seconds: a fixed part, and attention growing with the square of the
+#: length. Fitted to the default model's runs of 16 to 256 tokens (benchmarks/results/latency.md).
+RUN_TOKENS = 17
+ATTENTION_TOKENS = 420
 #: Share of its timeout that a check may be expected to take and still be admitted.
 HEADROOM = 0.8
 #: Weight of the newest measurement in the running estimates of seconds per token.
@@ -115,7 +118,7 @@ class _Job:
         self.arrived = time.monotonic()
         # until it is tokenized, what it will cost is guessed from its length
         self.tokens, windows = estimate or ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
-        self.cost = self.tokens * ratio + RUN_TOKENS * windows
+        self.cost = windows * _cost(self.tokens * ratio / windows)
         self.rows: list = []
         self.left = 0  # windows not yet scored
 
@@ -128,7 +131,7 @@ class _Window:
     def __init__(self, job: _Job, index: int, window: tuple) -> None:
         self.job, self.index, self.window = job, index, window
         self.tokens = len(window[0])
-        self.cost = self.tokens + RUN_TOKENS
+        self.cost = _cost(self.tokens)
 
     @property
     def future(self) -> Future:
@@ -137,6 +140,11 @@ class _Window:
     @property
     def lane(self) -> int:
         return self.job.lane
+
+
+def _cost(tokens: float) -> float:
+    """What a run of one window of ``tokens`` costs, in tokens' worth of time (see RUN_TOKENS)."""
+    return tokens + RUN_TOKENS + tokens * tokens / ATTENTION_TOKENS
 
 
 @dataclass(eq=False)
@@ -489,10 +497,10 @@ class Batcher:
         try:
             (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
             unit = windows[:1]
-            cost = len(unit[0][0]) + RUN_TOKENS
+            cost = _cost(len(unit[0][0]))
             for wide in (False, True) if self.can_go_wide else (False,):
                 times = []
-                for _ in range(3):  # the first run of a session is slower: keep the best
+                for _ in range(2):  # the first run of a session is slower: keep the best
                     start = time.perf_counter()
                     self.scorer.run_windows(unit, wide=wide)
                     times.append(time.perf_counter() - start)
