@@ -74,10 +74,8 @@ class Auditor:
         self._closed = False
         self.sinks: list = []  # extra callables (plugins): each gets every record
         self.redact: Callable[[str], str] | None = None  # set by redacting plugins: records never hold what it masks
-        self.emitted = 0  # decisions seen (recorded or not)
 
     def emit(self, decision: Decision, prompt: str | None, response: str | None) -> None:
-        self.emitted += 1
         if decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None:
             return
         to_log = self.policy.log and logger.isEnabledFor(logging.INFO)
@@ -130,16 +128,6 @@ class Auditor:
                 self._queue.put(None)
         if thread is not None:
             thread.join()
-
-    def wait_quiet(self, timeout: float, quiet_s: float = 0.02) -> None:
-        """Wait (up to ``timeout``) until no decision has arrived for ``quiet_s``."""
-        end = time.monotonic() + timeout
-        seen = self.emitted
-        while time.monotonic() < end:
-            time.sleep(quiet_s)
-            if self.emitted == seen:
-                return
-            seen = self.emitted
 
 
 @atexit.register  # registered before the guards' exit hook, so it runs after it

@@ -50,8 +50,11 @@ __all__ = ["Plan", "plan", "Batcher", "close_all"]
 
 #: Rough characters per token, to size work before it is tokenized.
 CHARS_PER_TOKEN = 4
-#: What one run costs beyond its tokens, in tokens (a 16-token run costs about as much as 32 tokens' share).
-RUN_TOKENS = 16
+#: The cost of one run of a window of L tokens is taken as L + RUN_TOKENS + L**2 / ATTENTION_TOKENS
+#: times a measured number of seconds: a fixed part, and attention growing with the square of the
+#: length. Fitted to the default model's runs of 16 to 256 tokens (benchmarks/results/latency.md).
+RUN_TOKENS = 17
+ATTENTION_TOKENS = 420
 #: Share of its timeout that a check may be expected to take and still be admitted.
 HEADROOM = 0.8
 #: Weight of the newest measurement in the running estimates of seconds per token.
@@ -109,12 +112,13 @@ class _Job:
     __slots__ = ("exchange", "future", "lane", "deadline", "arrived", "tokens", "cost", "rows", "left")
 
     def __init__(self, exchange: Exchange, lane: int = _CHECK, deadline: float | None = None,
-                 ratio: float = 1.0) -> None:
+                 estimate: tuple[float, int] | None = None, ratio: float = 1.0) -> None:
         self.exchange, self.lane, self.deadline = exchange, lane, deadline
         self.future: Future = Future()
         self.arrived = time.monotonic()
-        self.tokens = (len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN  # until tokenized
-        self.cost = self.tokens * ratio + RUN_TOKENS
+        # until it is tokenized, what it will cost is guessed from its length
+        self.tokens, windows = estimate or ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
+        self.cost = windows * _cost(self.tokens * ratio / windows)
         self.rows: list = []
         self.left = 0  # windows not yet scored
 
@@ -127,7 +131,7 @@ class _Window:
     def __init__(self, job: _Job, index: int, window: tuple) -> None:
         self.job, self.index, self.window = job, index, window
         self.tokens = len(window[0])
-        self.cost = self.tokens + RUN_TOKENS
+        self.cost = _cost(self.tokens)
 
     @property
     def future(self) -> Future:
@@ -136,6 +140,11 @@ class _Window:
     @property
     def lane(self) -> int:
         return self.job.lane
+
+
+def _cost(tokens: float) -> float:
+    """What a run of one window of ``tokens`` costs, in tokens' worth of time (see RUN_TOKENS)."""
+    return tokens + RUN_TOKENS + tokens * tokens / ATTENTION_TOKENS
 
 
 @dataclass(eq=False)
@@ -165,6 +174,7 @@ class Batcher:
         self.timeout_s = timeout_s
         self.stepwise = all(callable(getattr(scorer, m, None)) for m in ("encode", "run_windows", "finish"))
         self.can_go_wide = self.stepwise and plan.wide_threads > 1 and getattr(scorer, "wide", None) is not None
+        self._estimate = getattr(scorer, "estimate", None) if callable(getattr(scorer, "estimate", None)) else None
         self._cond = threading.Condition()
         self._waiting: tuple[deque[_Job], deque[_Job]] = (deque(), deque())    # per lane, oldest first
         self._ready: tuple[deque[_Window], deque[_Window]] = (deque(), deque())  # tokenized, not yet run
@@ -213,7 +223,8 @@ class Batcher:
             if not self._workers:
                 self._start()
             for exchange in exchanges:
-                job = _Job(exchange, lane, deadline, self._ratio)
+                guess = self._estimate(exchange, CHARS_PER_TOKEN) if self._estimate else None
+                job = _Job(exchange, lane, deadline, guess, self._ratio)
                 futures.append(job.future)
                 overloaded = None if bulk else self._admit(job)
                 if overloaded is not None:
@@ -239,9 +250,9 @@ class Batcher:
         """
         if self.timeout_s is None or self._spt is None:
             return None
-        ahead = self._queued[_CHECK] + self._running
-        if ahead <= 0:
+        if self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]:
             return None
+        ahead = self._queued[_CHECK] + self._running
         predicted = ahead * self._spt / self.plan.workers + job.cost * self._spt
         budget = self.timeout_s * HEADROOM
         if predicted <= budget:
@@ -307,6 +318,8 @@ class Batcher:
                 if step is not None:  # give back its cores
                     self._free += step.cores
                     self._running -= step.cost
+                    if self._free == self.plan.workers and not self._has_work():
+                        self._queued[:], self._running = [0.0, 0.0], 0.0  # no rounding left over when idle
                     if self.closed:
                         self._cond.notify_all()  # workers waiting for a core may now have nothing left to do
                     elif self._has_work():
@@ -369,9 +382,10 @@ class Batcher:
             if waiting:
                 jobs = _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
                 step = _Step("encode" if self.stepwise else "score", jobs, cost=sum(j.cost for j in jobs))
-                if self._spt is not None:  # an estimate was wrong: refuse what can no longer make it, now
+                if self._spt is not None:  # an estimate was wrong: refuse now what waiting made miss its deadline
                     now, per_core = time.monotonic(), self._spt / self.plan.workers
-                    step.late = [j for j in jobs if j.deadline is not None and now + j.cost * per_core > j.deadline]
+                    step.late = [j for j in jobs if j.deadline is not None
+                                 and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
                     if step.late:
                         step.items = [j for j in jobs if j not in step.late]
                         self.late += len(step.late)
@@ -483,10 +497,10 @@ class Batcher:
         try:
             (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
             unit = windows[:1]
-            cost = len(unit[0][0]) + RUN_TOKENS
+            cost = _cost(len(unit[0][0]))
             for wide in (False, True) if self.can_go_wide else (False,):
                 times = []
-                for _ in range(3):  # the first run of a session is slower: keep the best
+                for _ in range(2):  # the first run of a session is slower: keep the best
                     start = time.perf_counter()
                     self.scorer.run_windows(unit, wide=wide)
                     times.append(time.perf_counter() - start)

@@ -73,6 +73,27 @@ class Encoder:
             out.append(self._prompt_windows(p) if response is None else self._pair_windows(p, r))
         return out
 
+    def estimate(self, prompt_tokens: float, response_tokens: float | None) -> tuple[float, int]:
+        """(tokens, windows) that :meth:`windows` makes of texts about this long, without tokenizing them.
+
+        Admission control prices work before it is tokenized; this mirrors the
+        layout above (one sequence or pair that fits, else windows of the prompt or
+        of the response with the prompt's end).
+        """
+        length = self.max_length
+        if response_tokens is None:
+            if prompt_tokens + 2 <= length:
+                return prompt_tokens + 2, 1
+            n = _count(prompt_tokens, length - 2)
+        else:
+            if prompt_tokens + response_tokens + 3 <= length:
+                return prompt_tokens + response_tokens + 3, 1
+            head = min(prompt_tokens, PROMPT_CONTEXT, length // 4) + 2  # [CLS] prompt's end [SEP]
+            n = _count(response_tokens, length - head - 1)
+            if n == 1:
+                return head + response_tokens + 1, 1
+        return float(n * length), n  # cut windows are all full
+
     def _prompt_windows(self, p: list[int]) -> list[Window]:
         size = self.max_length - 2
         return [([self.cls, *w, self.sep], [0] * (len(w) + 2)) for w in _spans(p, size)]
@@ -97,6 +118,14 @@ class Encoder:
             mask[i, : len(tok)] = 1
             types[i, : len(tok)] = typ
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _count(tokens: float, size: int) -> int:
+    """How many windows :func:`_spans` cuts ``tokens`` tokens into."""
+    if tokens <= size:
+        return 1
+    step = size - min(OVERLAP, size // 4)
+    return -(-int(tokens - size) // step) + 1
 
 
 def _spans(tokens: list[int], size: int) -> list[list[int]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -319,11 +320,10 @@ class Guard:
             self._watch_stop.set()
         for thread in self._retiring:
             thread.join()
-        waiting = self._callers.count
         self._batcher.close(timeout=self.policy.timeout_s + 5)
-        if waiting:  # callers woken by the refusal write their decisions before the log closes
-            self._callers.wait_idle(timeout=self.policy.timeout_s)
-            self._auditor.wait_quiet(timeout=self.policy.timeout_s)
+        # callers that were waiting (now scored or refused) write their decisions before the log closes;
+        # a decision that comes later still gets its record, written at once
+        self._callers.wait_for_current(timeout=self.policy.timeout_s)
         self._auditor.close()
 
     # -- internals --------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class Guard:
         a refused check (already failed) is not awaited at all. A check that fails or
         times out is cancelled, which frees its place in the queue.
         """
-        with self._callers:
+        with self._callers.waiting():
             try:
                 if future.done():
                     return future.result(), None
@@ -358,7 +358,7 @@ class Guard:
 
     def _wait(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
         """Sync twin of :meth:`_await`."""
-        with self._callers:
+        with self._callers.waiting():
             try:
                 return future.result(timeout=self.policy.timeout_s), None
             except Exception as exc:
@@ -413,25 +413,36 @@ def _error_type(error: str) -> str:
 
 
 class _Callers:
-    """How many callers wait on scores, so that :meth:`Guard.close` can let them conclude."""
+    """Callers waiting on scores, so that :meth:`Guard.close` can let those waiting when it began conclude.
+
+    Counted by epoch: callers that keep calling a closed guard (and are refused at
+    once) do not keep close() waiting.
+    """
 
     def __init__(self) -> None:
-        self.count = 0
         self._cond = threading.Condition()
+        self._epoch = 0
+        self._waiting: dict[int, int] = {}  # epoch -> callers waiting that entered in it
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
         with self._cond:
-            self.count += 1
+            epoch = self._epoch
+            self._waiting[epoch] = self._waiting.get(epoch, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting[epoch] -= 1
+                if not self._waiting[epoch]:
+                    del self._waiting[epoch]
+                    self._cond.notify_all()
 
-    def __exit__(self, *_: object) -> None:
+    def wait_for_current(self, timeout: float) -> bool:
+        """Wait until every caller waiting now has stopped waiting; False if ``timeout`` passed first."""
         with self._cond:
-            self.count -= 1
-            if not self.count:
-                self._cond.notify_all()
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: not self.count, timeout)
+            epoch, self._epoch = self._epoch, self._epoch + 1
+            return self._cond.wait_for(lambda: all(e > epoch for e in self._waiting), timeout)
 
 
 @atexit.register
@@ -448,6 +459,7 @@ def _close_at_exit() -> None:
         except Exception:  # noqa: BLE001 - one guard's failure must not keep the others' logs unflushed
             logger.exception("beaverguard: closing a guard at exit failed")
     close_all(timeout=10)  # batchers of guards already collected
+    time.sleep(0.02)  # a caller between its refusal and its record: a moment to write it, before threads stop
 
 
 def _retire(batcher: Batcher, auditor: Auditor) -> None:

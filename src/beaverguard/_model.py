@@ -227,6 +227,13 @@ class OnnxScorer:
                                     [None if e.response is None else self.prepare(e.response) for e in exchanges],
                                     self.max_tokens)
 
+    def estimate(self, exchange: Exchange, chars_per_token: float) -> tuple[float, int]:
+        """(tokens, windows) that scoring ``exchange`` will take, guessed from its length (no tokenizing)."""
+        cap = float("inf") if self.max_tokens is None else self.max_tokens
+        prompt = min(len(exchange.prompt) / chars_per_token, cap)
+        response = None if exchange.response is None else min(len(exchange.response) / chars_per_token, cap)
+        return self.encoder.estimate(prompt, response)
+
     def finish(self, exchange: Exchange, probs: np.ndarray) -> dict[str, float]:
         """An exchange's scores from the probabilities of its windows: the maximum per label."""
         return dict(zip(self.labels, map(float, probs.max(axis=0))))

@@ -131,8 +131,8 @@ class _WithPlugins:
         self.batch_invariant = getattr(model, "batch_invariant", True)
         if all(callable(getattr(model, m, None)) for m in ("encode", "run_windows", "finish")):
             # the batcher runs the model in steps (spreading a text's windows); plugins join at the last one
-            self.encode, self.run_windows, self.wide = model.encode, model.run_windows, getattr(model, "wide", None)
-            self.finish = self._finish
+            self.encode, self.run_windows, self.finish = model.encode, model.run_windows, self._finish
+            self.wide, self.estimate = getattr(model, "wide", None), getattr(model, "estimate", None)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
         return self._merge(exchanges, [dict(s) for s in self.model.score(exchanges)])
