@@ -79,7 +79,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.guards, app.state.metrics, app.state.upstream = guards, metrics, upstream
 
     async def authorized(bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-                   header: Annotated[str | None, Security(_key_header)]) -> ServerGuard:
+                         header: Annotated[str | None, Security(_key_header)]) -> ServerGuard:
         """The guard of the caller's policy; 401 without a valid key (where keys are configured)."""
         if not keys:
             return guards[DEFAULT_POLICY]
