@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import Counter
 import logging
 import os
 import socket
@@ -58,8 +59,8 @@ output: {default: {action: log}, unsafe: {action: log}}
 audit: {log: false}
 """
 
-#: Sends request ``i`` on a client's own connection; True if it got a 200 with a result.
-Send = Callable[[int, "Connection"], Awaitable[bool]]
+#: Sends request ``i`` on a client's own connection; returns "ok", or what went wrong ("429", "ScorerOverloaded").
+Send = Callable[[int, "Connection"], Awaitable[str]]
 
 
 def _port() -> int:
@@ -118,20 +119,21 @@ class Connection:
 async def load(send: Send, n_items: int, clients: int, count: int, port: int) -> dict[str, float]:
     """``count`` requests (at most MAX_PASS_S seconds) from ``clients`` concurrent clients."""
     latencies: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
     next_i = 0
     deadline = time.perf_counter() + MAX_PASS_S
 
     async def client() -> None:
-        nonlocal next_i, failures
+        nonlocal next_i
         connection = Connection(port)
         try:
             while next_i < count and time.perf_counter() < deadline:
                 i, next_i = next_i, next_i + 1
                 t0 = time.perf_counter()
-                ok = await send(i % n_items, connection)
+                outcome = await send(i % n_items, connection)
                 latencies.append(time.perf_counter() - t0)
-                failures += not ok
+                if outcome != "ok":
+                    failures[outcome] += 1
         finally:
             connection.close()
 
@@ -174,24 +176,32 @@ async def measure(args, prompts, pairs, guard: Guard, gateway_port: int, upstrea
         def chat_body(i: int) -> dict:
             return {"model": "bench", "messages": [{"role": "user", "content": prompts[i]}]}
 
-        async def server_moderation(i: int, connection: Connection) -> bool:
+        def outcome(status: int, ok: bool) -> str:
+            return "ok" if status == 200 and ok else str(status)
+
+        def judged(*decisions) -> str:
+            return next((d.error_type for d in decisions if d.error_type), "ok")
+
+        async def server_moderation(i: int, connection: Connection) -> str:
             status, body = await connection.post("/v1/moderations", {"input": prompts[i]})
-            return status == 200 and len(body["results"]) == 1
+            return outcome(status, len(body.get("results", ())) == 1)
 
-        async def server_chat(i: int, connection: Connection) -> bool:
+        async def server_chat(i: int, connection: Connection) -> str:
             status, body = await connection.post("/v1/chat/completions", chat_body(i))
-            return status == 200 and bool(body["choices"])
+            return outcome(status, bool(body.get("choices")))
 
-        async def guard_moderation(i: int, connection: Connection) -> bool:
-            return (await guard.check_input(prompts[i])).error is None
+        async def guard_moderation(i: int, connection: Connection) -> str:
+            return judged(await guard.check_input(prompts[i]))
 
-        async def guard_chat(i: int, connection: Connection) -> bool:
+        async def guard_chat(i: int, connection: Connection) -> str:
             messages = chat_body(i)["messages"]
             verdict = await guard.check_input(messages)
+            if verdict.blocked:  # refused (overload) or failed: as the server, no upstream call
+                return judged(verdict)
             r = await llm.post("chat/completions", json={**chat_body(i), "messages": guard.apply_input(messages,
                                                                                                      verdict)})
             answer = r.json()["choices"][0]["message"]
-            return verdict.error is None and (await guard.check_output(messages, answer)).error is None
+            return judged(verdict, await guard.check_output(messages, answer))
 
         variants = {"moderations": {"server": server_moderation, "in-process": guard_moderation},
                     "chat": {"server": server_chat, "in-process": guard_chat}}
@@ -218,20 +228,23 @@ def render(results, args) -> str:
         for clients in LEVELS:
             s = {k: m(endpoint, "server", clients, k) for k in ("rps", "p50", "p99")}
             g = {k: m(endpoint, "in-process", clients, k) for k in ("rps", "p50", "p99")}
-            failures = sum(r["failures"] for name in ("server", "in-process")
-                           for r in results[(endpoint, name, clients)])
+            failures = "; ".join(
+                f"{name}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(total.items()))
+                for name in ("server", "in-process")
+                if (total := sum((r["failures"] for r in results[(endpoint, name, clients)]), Counter())))
             rows.append([f"`/v1/{'chat/completions' if endpoint == 'chat' else endpoint}`", clients,
                          f"{s['rps']:.0f}", f"{s['p50']:.1f}", f"{s['p99']:.1f}",
                          f"{g['rps']:.0f}", f"{g['p50']:.1f}", f"{g['p99']:.1f}",
-                         f"{s['rps'] / g['rps']:.2f}x", f"+{s['p50'] - g['p50']:.1f}", failures])
+                         f"{s['rps'] / g['rps']:.2f}x", f"{s['p50'] - g['p50']:+.1f}", failures or "none"])
     body = table(["endpoint", "clients", "server req/s", "p50 ms", "p99 ms", "in-process req/s", "p50 ms",
-                  "p99 ms", "server/in-process throughput", "p50 overhead ms", "failed"], rows)
+                  "p99 ms", "server/in-process throughput", "p50 overhead ms", "not answered"], rows)
     passes = ", ".join(f"{c} clients: {COUNTS[c]}" for c in LEVELS)
     return (f"{body}\n\nRequests per pass ({passes}; at most {MAX_PASS_S:.0f} s a pass), {args.repeats} passes "
-            f"per variant, alternating server and in-process; medians over the passes. `failed`: requests "
-            "that did not get a 200 with a result, over all passes of the row. Policy: every rule logs (so "
-            "every request takes both rails and the upstream), audit records off, embedded default model, "
-            "default execution plan.\n")
+            f"per variant, alternating server and in-process; medians over the passes. `not answered`: requests "
+            "without a result, over all the row's passes: the server's by HTTP status (429: admission control "
+            "refused a check that could not be scored within `timeout_s`), the in-process guard's by the "
+            "decision's error type. Policy: every rule logs (so every request takes both rails and the upstream), "
+            "audit records off, embedded default model, default execution plan.\n")
 
 
 def main() -> None:
