@@ -7,21 +7,19 @@ prompts still gain from sharing a run.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-
 import numpy as np
 
 from beaverguard import Exchange, OnnxScorer
-from beaverguard._batching import _take_batch, plan
+from beaverguard._batching import _Job, _take_batch, plan
 from beaverguard._policy import ExecutionPolicy
 
 
 def items(*lengths: int) -> list:
-    return [(Exchange("x" * n), Future()) for n in lengths]
+    return [_Job(Exchange("x" * n)) for n in lengths]
 
 
 def lengths(batch: list) -> list[int]:
-    return [len(ex.prompt) for ex, _ in batch]
+    return [len(job.exchange.prompt) for job in batch]
 
 
 def test_cpu_plan_has_a_token_budget_that_a_set_batch_size_turns_off():

@@ -2,7 +2,9 @@
 
 User text appears only as the policy says: verbatim, as a SHA-256 digest, or
 not at all. Writes go through one background thread, so the event loop never
-waits on the disk and concurrent writers never interleave lines.
+waits on the disk and concurrent writers never interleave lines. Every auditor
+with records still to write flushes at interpreter exit (after the guards have
+closed, so that the decisions of their last checks are in it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -45,6 +48,9 @@ def audit_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+_writing: weakref.WeakSet[Auditor] = weakref.WeakSet()  # auditors whose writer thread runs
+
+
 def _content(text: str | None, mode: str) -> str | None:
     if text is None or mode == "none":
         return None
@@ -64,6 +70,7 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
         "scores": {k: round(v, 4) for k, v in decision.scores.items()},
         "latency_ms": round(decision.latency_ms, 2),
         "error": decision.error,
+        "error_type": decision.error_type,
     }
     if policy.content != "none":
         rec["prompt"] = _content(prompt, policy.content)
@@ -75,13 +82,18 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
 
 
 class Auditor:
-    """Writes records in the background; :meth:`close` (also run at exit) flushes them."""
+    """Writes records in the background; :meth:`close` (also run at exit) flushes them.
+
+    A record that arrives after :meth:`close` (a check that was still finishing) is
+    written at once, so no decision ever goes unrecorded.
+    """
 
     def __init__(self, policy: AuditPolicy) -> None:
         self.policy = policy
         self._queue: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # orders records against close(): none is queued after the writer stops
+        self._closed = False
         self.sinks: list = []  # extra callables (plugins): each gets every record
         self.redact: Callable[[str], str] | None = None  # set by redacting plugins: records never hold what it masks
 
@@ -103,20 +115,24 @@ class Auditor:
             except Exception:  # a broken sink must not break the guard
                 logger.exception("audit sink %r failed", sink)
         if self.policy.path is not None:
-            self._start()
-            self._queue.put(rec)
+            with self._lock:
+                if self._closed:
+                    with self._open() as f:
+                        f.write(json.dumps(rec) + "\n")
+                    return
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._write, name="beaverguard-audit", daemon=True)
+                    self._thread.start()
+                    _writing.add(self)
+                self._queue.put(rec)
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._write, name="beaverguard-audit", daemon=True)
-                self._thread.start()
-                atexit.register(self.close)
-
-    def _write(self) -> None:
+    def _open(self):
         path = Path(self.policy.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        return open(path, "a", encoding="utf-8")
+
+    def _write(self) -> None:
+        with self._open() as f:
             while True:
                 rec = self._queue.get()
                 if rec is None:
@@ -126,9 +142,17 @@ class Auditor:
                     f.flush()
 
     def close(self) -> None:
-        """Flush pending records and stop the writer thread."""
+        """Flush pending records and stop the writer thread; later records are written at once."""
         with self._lock:
+            self._closed = True
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
-            self._queue.put(None)
             thread.join()
+
+
+@atexit.register  # registered before the guards' exit hook, so it runs after it
+def _flush_at_exit() -> None:
+    for auditor in list(_writing):
+        auditor.close()

@@ -1,19 +1,31 @@
-"""Batching of concurrent requests: the one place that decides how scoring runs.
+"""Scheduling of scoring: the one place that decides how and when scoring runs.
 
-Callers from any thread or event loop submit exchanges to one waiting list;
-worker threads take them in batches. A worker that frees up takes the oldest
-waiting exchange plus the waiting ones closest to it in length (less padding).
-Under no load a request is dispatched at once and pays no wait; under load,
-batches form by themselves while the workers are busy.
+Callers from any thread or event loop submit exchanges; worker threads take
+them from one queue. Four rules, each from a measurement on a 2-core CPU
+(``benchmarks/results/latency.md``, ``guard.md``):
 
-The plan (workers, batch size, threads per run) follows the execution provider
-and the core count: on a small CPU, one single-threaded run per core on small
-runs is fastest; on a GPU, one run at a time on big batches. "Small" is counted
-in tokens, not exchanges: on a CPU, a run of more than about 128 tokens costs
-more per exchange than running them one by one (benchmarks/results/guard.md),
-so short prompts are batched and typical prompt-response pairs run alone. A
-model that is not batch-invariant (the default int8 model) runs every exchange
-alone, so no request's scores depend on another's.
+* **One single-threaded run per core under load**: N single-threaded sessions
+  beat one session of N threads on throughput. **A run that finds every other
+  worker idle and nothing waiting uses all their cores** (the scorer's wide
+  session), which makes a lone request about 1.5x faster. Both sessions give
+  the same scores, bit for bit.
+* **The windows of one long text are spread over the workers**: a worker
+  tokenizes the text once and puts its windows back in the queue, where every
+  free worker takes them; the text's scores are the maximum over its windows,
+  whoever ran them.
+* **Admission control**: the batcher keeps an estimate of the work ahead
+  (tokens, and seconds per token measured on this machine as it runs). A check
+  that could not be scored within its timeout is refused at once with
+  :class:`ScorerOverloaded`, instead of waiting for its timeout; so what is
+  admitted is scored in time. Checks go before bulk work (``score_many``).
+* Short exchanges may share a run when the model is batch-invariant; on a CPU
+  a run stays under about 128 tokens. A model that is not batch-invariant (the
+  default int8 model) runs every window alone, so no request's scores depend on
+  another's.
+
+A scorer with ``encode``, ``run_windows`` and ``finish`` (:class:`OnnxScorer`)
+is run in those steps; any other :class:`Scorer` gets whole exchanges through
+``score``.
 """
 
 from __future__ import annotations
@@ -21,20 +33,39 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
 
-from beaverguard._exceptions import ScorerError
+import numpy as np
+
+from beaverguard._exceptions import ScorerError, ScorerOverloaded
 from beaverguard._model import Scorer, default_batch_size
 from beaverguard._policy import ExecutionPolicy
 from beaverguard._types import Exchange
 
-__all__ = ["Plan", "plan", "Batcher"]
+__all__ = ["Plan", "plan", "Batcher", "close_all"]
 
-
-#: Rough characters per token, to size batches before they are tokenized.
+#: Rough characters per token, to size work before it is tokenized.
 CHARS_PER_TOKEN = 4
+#: The cost of one run of a window of L tokens is taken as L + RUN_TOKENS + L**2 / ATTENTION_TOKENS
+#: times a measured number of seconds: a fixed part, and attention growing with the square of the
+#: length. Fitted to the default model's runs of 16 to 256 tokens (benchmarks/results/latency.md).
+RUN_TOKENS = 17
+ATTENTION_TOKENS = 420
+#: Share of its timeout that a check may be expected to take and still be admitted.
+HEADROOM = 0.8
+#: Weight of the newest measurement in the running estimates of seconds per token.
+EWMA = 0.1
+#: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
+WIDE_PROBE = 50
+_CALIBRATION = ("How long should I bake a loaf of sourdough bread, and at what temperature? "
+                "I have a cast iron pot and a gas oven that runs a little hot. ") * 3
+_CHECK, _BULK = 0, 1  # lanes: checks (with a deadline) before bulk work
+
+_live: weakref.WeakSet[Batcher] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,8 @@ class Plan:
     max_wait_s: float = 0.0
     #: Most tokens in one run (batch size x its longest member); None: only ``batch_size`` caps it.
     run_tokens: int | None = None
+    #: Intra-op threads of a run that has the machine to itself; 0: every run uses ``threads``.
+    wide_threads: int = 0
 
 
 def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, batch_invariant: bool = True) -> Plan:
@@ -53,6 +86,7 @@ def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, bat
     A model that is not ``batch_invariant`` (int8 with dynamic activation
     quantization computes one scale per run) runs every exchange alone, so a
     request's scores never depend on what other requests were in flight.
+    ``threads`` set in the policy fixes the threads of every run (no wide runs).
     """
     cores = cores or os.cpu_count() or 1
     batch = default_batch_size(on_gpu, batch_invariant)
@@ -60,66 +94,172 @@ def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, bat
         default = Plan(workers=1, batch_size=batch, threads=0)
     else:
         default = Plan(workers=cores, batch_size=batch, threads=1, run_tokens=128 if batch > 1 else None)
+    workers = execution.workers or default.workers
+    wide = min(workers, cores) if not on_gpu and execution.threads is None and min(workers, cores) > 1 else 0
     return Plan(
-        workers=execution.workers or default.workers,
+        workers=workers,
         batch_size=execution.batch_size or default.batch_size,
         threads=execution.threads if execution.threads is not None else default.threads,
         max_wait_s=execution.max_wait_ms / 1000,
         run_tokens=None if execution.batch_size else default.run_tokens,  # a batch size set by hand wins
+        wide_threads=wide,
     )
 
 
-_Item = tuple[Exchange, Future]
+class _Job:
+    """One exchange on its way through the batcher: queued, tokenized, its windows run, resolved."""
+
+    __slots__ = ("exchange", "future", "lane", "deadline", "arrived", "tokens", "cost", "rows", "left")
+
+    def __init__(self, exchange: Exchange, lane: int = _CHECK, deadline: float | None = None,
+                 estimate: tuple[float, int] | None = None, ratio: float = 1.0) -> None:
+        self.exchange, self.lane, self.deadline = exchange, lane, deadline
+        self.future: Future = Future()
+        self.arrived = time.monotonic()
+        # until it is tokenized, what it will cost is guessed from its length
+        self.tokens, windows = estimate or ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
+        self.cost = windows * _cost(self.tokens * ratio / windows)
+        self.rows: list = []
+        self.left = 0  # windows not yet scored
+
+
+class _Window:
+    """One window of a tokenized job, for any worker to run."""
+
+    __slots__ = ("job", "index", "window", "tokens", "cost")
+
+    def __init__(self, job: _Job, index: int, window: tuple) -> None:
+        self.job, self.index, self.window = job, index, window
+        self.tokens = len(window[0])
+        self.cost = _cost(self.tokens)
+
+    @property
+    def future(self) -> Future:
+        return self.job.future
+
+    @property
+    def lane(self) -> int:
+        return self.job.lane
+
+
+def _cost(tokens: float) -> float:
+    """What a run of one window of ``tokens`` costs, in tokens' worth of time (see RUN_TOKENS)."""
+    return tokens + RUN_TOKENS + tokens * tokens / ATTENTION_TOKENS
+
+
+@dataclass(eq=False)
+class _Step:
+    """What one worker does next, with the cores it holds meanwhile."""
+
+    kind: str  # "encode" (tokenize jobs), "run" (windows), "score" (whole jobs, any Scorer)
+    items: list
+    cores: int = 1
+    cost: float = 0.0
+    late: list = field(default_factory=list)  # jobs found past saving at dispatch: refused
 
 
 class Batcher:
-    """Collect exchanges from concurrent callers into batches for one scorer.
+    """Schedule the scoring of exchanges from concurrent callers on one scorer.
 
-    ``plan.workers`` threads pull from one waiting list: a thread that is free
-    takes a batch at once, so a lone request goes straight to a worker (one
-    hand-off there, one back), and under load the list fills while every worker
-    is busy, which is where batches come from.
+    ``plan.workers`` threads take steps from one queue; each step holds a core
+    (a wide run holds all of them). A lone request goes straight to a free
+    worker (one hand-off there, one back); under load the queue fills while
+    every worker is busy, which is where batches come from. ``timeout_s`` is
+    the checks' timeout, which admission control keeps them within.
     """
 
-    def __init__(self, scorer: Scorer, plan: Plan) -> None:
+    def __init__(self, scorer: Scorer, plan: Plan, timeout_s: float | None = None) -> None:
         self.scorer = scorer
         self.plan = plan
+        self.timeout_s = timeout_s
+        self.stepwise = all(callable(getattr(scorer, m, None)) for m in ("encode", "run_windows", "finish"))
+        self.can_go_wide = self.stepwise and plan.wide_threads > 1 and getattr(scorer, "wide", None) is not None
+        self._estimate = getattr(scorer, "estimate", None) if callable(getattr(scorer, "estimate", None)) else None
         self._cond = threading.Condition()
-        self._waiting: list[_Item] = []
+        self._waiting: tuple[deque[_Job], deque[_Job]] = (deque(), deque())    # per lane, oldest first
+        self._ready: tuple[deque[_Window], deque[_Window]] = (deque(), deque())  # tokenized, not yet run
+        self._queued = [0.0, 0.0]  # estimated cost (tokens) of what waits, per lane
+        self._running = 0.0        # ... and of the steps in progress
+        self._free = plan.workers  # cores not held by a step
         self._workers: list[threading.Thread] = []
+        self._spt: float | None = None        # seconds per cost token of a single-threaded run (measured)
+        self._spt_wide: float | None = None   # ... of a wide run
+        self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
+        self._lone = 0                        # lone runs so far (wide or not), for the wide probe
         self.batches_run = 0
+        self.wide_runs = 0
+        self.refused = 0   # refused at once by admission control
+        self.late = 0      # refused at dispatch: the estimate had been wrong
         self.closed = False
         self.successor: Batcher | None = None  # set on reload: takes the submits that arrive after close
         self._pending = 0
         self._idle = threading.Condition()
+        if self.stepwise:
+            self._calibrate()
 
     @property
     def pending(self) -> int:
         """Exchanges submitted and not yet scored, failed or cancelled."""
         return self._pending
 
-    def submit(self, exchanges: Sequence[Exchange]) -> list[Future]:
-        """Queue exchanges; each gets a future that resolves to its scores."""
+    # -- callers' side -----------------------------------------------------------------------
+
+    def submit(self, exchanges: Sequence[Exchange], *, bulk: bool = False) -> list[Future]:
+        """Queue exchanges; each gets a future that resolves to its scores.
+
+        A check (not ``bulk``) that could not be scored within ``timeout_s`` gets a
+        future already failed with :class:`ScorerOverloaded`. Bulk work has no
+        deadline and runs when no check waits.
+        """
+        lane = _BULK if bulk else _CHECK
+        deadline = None if bulk or self.timeout_s is None else time.monotonic() + self.timeout_s
+        refused: list[tuple[Future, BaseException]] = []
         futures = []
         with self._cond:
             if self.closed:
                 if self.successor is not None:  # a caller that fetched this batcher just before a reload
-                    return self.successor.submit(exchanges)
-                raise ScorerError("this batcher is closed (its guard was closed)")
+                    return self.successor.submit(exchanges, bulk=bulk)
+                return [_failed(ScorerError("this batcher is closed (its guard was closed)")) for _ in exchanges]
             if not self._workers:
-                self._workers = [threading.Thread(target=self._work, name=f"beaverguard-score-{i}", daemon=True)
-                                 for i in range(self.plan.workers)]
-                for worker in self._workers:
-                    worker.start()
+                self._start()
             for exchange in exchanges:
-                fut: Future = Future()
+                guess = self._estimate(exchange, CHARS_PER_TOKEN) if self._estimate else None
+                job = _Job(exchange, lane, deadline, guess, self._ratio)
+                futures.append(job.future)
+                overloaded = None if bulk else self._admit(job)
+                if overloaded is not None:
+                    self.refused += 1
+                    refused.append((job.future, overloaded))
+                    continue
                 with self._idle:
                     self._pending += 1
-                fut.add_done_callback(self._settled)
-                self._waiting.append((exchange, fut))
-                futures.append(fut)
-            self._cond.notify(len(futures))
+                job.future.add_done_callback(self._settled)
+                self._waiting[lane].append(job)
+                self._queued[lane] += job.cost
+            self._cond.notify(len(futures) - len(refused))
+        for fut, exc in refused:
+            fut.set_exception(exc)
         return futures
+
+    def _admit(self, job: _Job) -> ScorerOverloaded | None:
+        """Refuse ``job`` when the checks ahead of it and its own cost would take it past its timeout.
+
+        Nothing ahead, nothing refused: a guard that is idle is not overloaded,
+        whatever one text costs (its timeout still applies). Bulk work waiting is
+        not ahead of a check; a bulk run in progress is.
+        """
+        if self.timeout_s is None or self._spt is None:
+            return None
+        if self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]:
+            return None
+        ahead = self._queued[_CHECK] + self._running
+        predicted = ahead * self._spt / self.plan.workers + job.cost * self._spt
+        budget = self.timeout_s * HEADROOM
+        if predicted <= budget:
+            return None
+        return ScorerOverloaded(f"scoring is overloaded: the checks queued ahead would keep this one about "
+                                f"{predicted:.2f}s, past its timeout of {self.timeout_s}s",
+                                retry_after_s=round(predicted - budget, 3))
 
     def _settled(self, _: Future) -> None:
         with self._idle:
@@ -133,84 +273,289 @@ class Batcher:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 
     def score_sync(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
-        """Score and wait (for files and evaluation); an exception frees the places of the rest."""
-        futures = self.submit(exchanges)
+        """Score and wait, as bulk work (for files and evaluation); an exception frees the places of the rest."""
+        futures = self.submit(exchanges, bulk=True)
         try:
             return [f.result() for f in futures]
         finally:
             for f in futures:
                 f.cancel()  # no-op for finished ones; frees the place of the rest
 
-    def close(self) -> None:
-        """Score what is queued, then stop; later submits raise :class:`ScorerError`."""
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse what is queued, let what is running finish, then stop.
+
+        Queued exchanges fail with :class:`ScorerError`; so do later submits. The
+        windows of a text already being scored still run. Waits up to
+        ``timeout`` for the workers.
+        """
         with self._cond:
             self.closed = True
+            refused = [job for lane in self._waiting for job in lane]
+            for lane in self._waiting:
+                lane.clear()
+            self._queued[:] = [sum(w.cost for w in lane) for lane in self._ready]
             self._cond.notify_all()
             workers = self._workers
+        for job in refused:
+            _resolve(job.future, exception=ScorerError("the guard was closed before this check was scored"))
         for worker in workers:
             if worker is not threading.current_thread():
-                worker.join()
+                worker.join(timeout)
 
-    def _next_batch(self) -> list[_Item] | None:
-        """Wait for work and take a batch; None once closed and empty."""
-        with self._cond:
-            while True:
-                while not self._waiting and not self.closed:
-                    self._cond.wait()
-                if not self._waiting:
-                    return None
-                if self.plan.max_wait_s and len(self._waiting) < self.plan.batch_size:
-                    deadline = time.monotonic() + self.plan.max_wait_s  # wait a little for company
-                    while len(self._waiting) < self.plan.batch_size and not self.closed:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not self._waiting:
-                            break
-                        self._cond.wait(remaining)
-                self._waiting = [it for it in self._waiting if not it[1].cancelled()]
-                if self._waiting:
-                    batch, self._waiting = _take_batch(self._waiting, self.plan.batch_size, self.plan.run_tokens)
-                    return batch
+    # -- workers' side -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._workers = [threading.Thread(target=self._work, name=f"beaverguard-score-{i}", daemon=True)
+                         for i in range(self.plan.workers)]
+        for worker in self._workers:
+            worker.start()
+        _live.add(self)
 
     def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._run(batch)
+        step = None
+        while True:
+            with self._cond:
+                if step is not None:  # give back its cores
+                    self._free += step.cores
+                    self._running -= step.cost
+                    if self._free == self.plan.workers and not self._has_work():
+                        self._queued[:], self._running = [0.0, 0.0], 0.0  # no rounding left over when idle
+                    if self.closed:
+                        self._cond.notify_all()  # workers waiting for a core may now have nothing left to do
+                    elif self._has_work():
+                        self._cond.notify()
+                step = self._next_step()
+            if step is None:
+                return
+            for job in step.late:
+                _resolve(job.future, exception=ScorerOverloaded(
+                    "scoring is overloaded: this check could no longer be scored within its timeout", 0.0))
+            self._execute(step)
 
-    def _run(self, batch: list[_Item]) -> None:
-        live = [(ex, f) for ex, f in batch if f.set_running_or_notify_cancel()]
+    def _has_work(self) -> bool:
+        return any(self._ready) or any(self._waiting)
+
+    def _next_step(self) -> _Step | None:
+        """Wait for work and a free core, and take a step (under the lock); None once closed and empty."""
+        while True:
+            self._drop_cancelled()
+            if self._free:
+                company = self._wait_for_company()
+                if company:
+                    self._cond.wait(company)
+                    continue
+                step = self._take()
+                if step is not None:
+                    return step
+            if self.closed and not self._has_work():
+                return None
+            self._cond.wait()
+
+    def _drop_cancelled(self) -> None:
+        """Drop work whose caller gave up (or that failed) from the fronts of the queues."""
+        for queue in (*self._ready, *self._waiting):
+            while queue and queue[0].future.done():
+                item = queue.popleft()
+                self._queued[item.lane] -= item.cost
+
+    def _wait_for_company(self) -> float:
+        """Seconds the oldest job should still wait for others to share its run (``max_wait_ms``); 0: none."""
+        if not self.plan.max_wait_s or self.closed or any(self._ready):
+            return 0.0
+        queue = self._waiting[_CHECK] or self._waiting[_BULK]
+        if not queue or len(queue) >= self.plan.batch_size:
+            return 0.0
+        return max(0.0, queue[0].arrived + self.plan.max_wait_s - time.monotonic())
+
+    def _take(self) -> _Step | None:
+        """The next step: windows already tokenized first (their texts are older), checks before bulk."""
+        for lane in (_CHECK, _BULK):
+            ready, waiting = self._ready[lane], self._waiting[lane]
+            if ready:
+                units = _take_from(ready, self.plan.batch_size, self.plan.run_tokens)
+                step = _Step("run", units, cost=sum(u.cost for u in units))
+                if self.can_go_wide and self._free == self.plan.workers and not self._has_work():
+                    self._lone += 1
+                    if self._wide_pays():  # nothing else to do: this run gets every core
+                        step.cores = self.plan.workers
+                break
+            if waiting:
+                jobs = _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
+                step = _Step("encode" if self.stepwise else "score", jobs, cost=sum(j.cost for j in jobs))
+                if self._spt is not None:  # an estimate was wrong: refuse now what waiting made miss its deadline
+                    now, per_core = time.monotonic(), self._spt / self.plan.workers
+                    step.late = [j for j in jobs if j.deadline is not None
+                                 and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
+                    if step.late:
+                        step.items = [j for j in jobs if j not in step.late]
+                        self.late += len(step.late)
+                break
+        else:
+            return None
+        self._queued[lane] -= step.cost
+        step.cost -= sum(j.cost for j in step.late)
+        self._running += step.cost
+        self._free -= step.cores
+        return step
+
+    def _wide_pays(self) -> bool:
+        """Whether a wide run measures faster per token than a single-threaded one (or is due a new try)."""
+        if self._spt_wide is None or self._spt is None or self._lone % WIDE_PROBE == 0:
+            return True
+        return self._spt_wide < self._spt
+
+    def _execute(self, step: _Step) -> None:
+        if not step.items:
+            return
+        if step.kind == "encode":
+            self._encode(step.items)
+        elif step.kind == "run":
+            self._run(step)
+        else:
+            self._score(step.items)
+
+    def _encode(self, jobs: list[_Job]) -> None:
+        """Tokenize jobs (once) and queue their windows for any free worker."""
+        try:
+            per_job = self.scorer.encode([job.exchange for job in jobs])
+        except BaseException as exc:  # handed to each caller, whose policy decides
+            for job in jobs:
+                _resolve(job.future, exception=exc)
+            return
+        with self._cond:
+            for job, windows in zip(jobs, per_job):
+                units = [_Window(job, i, w) for i, w in enumerate(windows)]
+                job.rows, job.left = [None] * len(units), len(units)
+                tokens = sum(u.tokens for u in units)
+                self._ratio += EWMA * (tokens / max(job.tokens, 1.0) - self._ratio)
+                self._ready[job.lane].extend(units)
+                self._queued[job.lane] += sum(u.cost for u in units)
+            if sum(len(w) for w in per_job) > 1:
+                self._cond.notify_all()  # more windows than this worker takes next
+
+    def _run(self, step: _Step) -> None:
+        units: list[_Window] = step.items
+        wide = step.cores > 1
+        start = time.perf_counter()
+        try:
+            probs = self.scorer.run_windows([u.window for u in units], wide=wide)
+        except BaseException as exc:
+            for job in {id(u.job): u.job for u in units}.values():
+                _resolve(job.future, exception=exc)
+            return
+        elapsed = time.perf_counter() - start
+        done = []
+        with self._cond:
+            self._learn(elapsed / step.cost, wide)
+            self.batches_run += 1
+            self.wide_runs += wide
+            for unit, row in zip(units, probs):
+                job = unit.job
+                job.rows[unit.index] = row
+                job.left -= 1
+                if not job.left:
+                    done.append(job)
+        for job in done:
+            if job.future.done():  # cancelled or failed meanwhile
+                continue
+            try:
+                _resolve(job.future, self.scorer.finish(job.exchange, np.stack(job.rows)))
+            except BaseException as exc:
+                _resolve(job.future, exception=exc)
+
+    def _score(self, jobs: list[_Job]) -> None:
+        """Whole jobs through ``score``: any :class:`Scorer`."""
+        live = [job for job in jobs if not job.future.done()]
         if not live:
             return
+        start = time.perf_counter()
         try:
-            results = self.scorer.score([ex for ex, _ in live])
-        except BaseException as exc:  # handed to each caller, whose policy decides
-            for _, f in live:
-                f.set_exception(exc)
+            results = self.scorer.score([job.exchange for job in live])
+        except BaseException as exc:
+            for job in live:
+                _resolve(job.future, exception=exc)
             return
-        for (_, f), res in zip(live, results):
-            f.set_result(res)
-        self.batches_run += 1
+        with self._cond:
+            self._learn((time.perf_counter() - start) / sum(job.cost for job in live), False)
+            self.batches_run += 1
+        for job, res in zip(live, results):
+            _resolve(job.future, res)
+
+    def _learn(self, seconds_per_token: float, wide: bool) -> None:
+        if wide:
+            self._spt_wide = seconds_per_token if self._spt_wide is None else \
+                self._spt_wide + EWMA * (seconds_per_token - self._spt_wide)
+        else:
+            self._spt = seconds_per_token if self._spt is None else self._spt + EWMA * (seconds_per_token - self._spt)
+
+    def _calibrate(self) -> None:
+        """Time one window, single-threaded and wide: the first estimates of seconds per token, and a warm-up.
+
+        Admission control needs them before the first request, since a burst
+        arrives all at once; the estimates then follow the runs.
+        """
+        try:
+            (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
+            unit = windows[:1]
+            cost = _cost(len(unit[0][0]))
+            for wide in (False, True) if self.can_go_wide else (False,):
+                times = []
+                for _ in range(2):  # the first run of a session is slower: keep the best
+                    start = time.perf_counter()
+                    self.scorer.run_windows(unit, wide=wide)
+                    times.append(time.perf_counter() - start)
+                self._learn(min(times) / cost, wide)
+        except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
+            self._spt = self._spt_wide = None
 
 
-def _length(item: _Item) -> int:
-    ex = item[0]
-    return len(ex.prompt) + len(ex.response or "")
+def close_all(timeout: float | None = None) -> None:
+    """Close every batcher that has started its workers (at interpreter exit)."""
+    for batcher in list(_live):
+        batcher.close(timeout)
 
 
-def _take_batch(waiting: list[_Item], size: int,
-                run_tokens: int | None = None) -> tuple[list[_Item], list[_Item]]:
-    """The oldest item plus up to ``size - 1`` waiting items closest to it in length.
+def _failed(exc: BaseException) -> Future:
+    fut: Future = Future()
+    fut.set_exception(exc)
+    return fut
+
+
+def _resolve(fut: Future, result: object = None, exception: BaseException | None = None) -> None:
+    """Set a future's outcome unless its caller cancelled it meanwhile."""
+    try:
+        if exception is not None:
+            fut.set_exception(exception)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _take_from(queue: deque, size: int, run_tokens: int | None) -> list:
+    """Take a batch from the front of ``queue`` (see :func:`_take_batch`); the rest stays in order."""
+    if size == 1:
+        return [queue.popleft()]
+    batch, rest = _take_batch(list(queue), size, run_tokens)
+    queue.clear()
+    queue.extend(rest)
+    return batch
+
+
+def _take_batch(waiting: list, size: int, run_tokens: int | None = None) -> tuple[list, list]:
+    """The oldest item plus up to ``size - 1`` waiting items closest to it in ``tokens`` (less padding).
 
     With ``run_tokens``, the batch stops growing before its size times its
-    longest member (in estimated tokens) would pass that budget.
+    longest member would pass that budget.
     """
     if len(waiting) <= size and run_tokens is None:
         return waiting, []
     anchor, rest = waiting[0], waiting[1:]
-    target = width = _length(anchor)
-    budget = None if run_tokens is None else run_tokens * CHARS_PER_TOKEN
+    target = width = anchor.tokens
     chosen: set[int] = set()
-    for i in sorted(range(len(rest)), key=lambda i: abs(_length(rest[i]) - target)):
-        grown = max(width, _length(rest[i]))
-        if len(chosen) + 1 >= size or (budget is not None and (len(chosen) + 2) * grown > budget):
+    for i in sorted(range(len(rest)), key=lambda i: abs(rest[i].tokens - target)):
+        grown = max(width, rest[i].tokens)
+        if len(chosen) + 1 >= size or (run_tokens is not None and (len(chosen) + 2) * grown > run_tokens):
             break
         chosen.add(i)
         width = grown

@@ -120,7 +120,8 @@ class Encoder:
         rendered = [self.conversation.render(c, p) for c, p in zip(contexts, prompts)]
         inputs = [p if r is None else (p, r) for (_, p), r in zip(rendered, responses)]
         befores = [b for b, _ in rendered if b]
-        before_ids = iter(e.ids for e in self.tokenizer.encode_batch_fast(befores, add_special_tokens=False))
+        before_ids = iter([e.ids for e in self.tokenizer.encode_batch_fast(befores, add_special_tokens=False)]
+                          if befores else [])
         out = []
         # encode_batch_fast: no character offsets, which scoring never uses (~15% less tokenizing time)
         for enc, response, (before, _) in zip(self.tokenizer.encode_batch_fast(inputs), responses, rendered):
@@ -151,6 +152,27 @@ class Encoder:
         room -= len(p)
         return (earlier[-room:] if room > 0 else []) + p
 
+    def estimate(self, prompt_tokens: float, response_tokens: float | None) -> tuple[float, int]:
+        """(tokens, windows) that :meth:`windows` makes of texts about this long, without tokenizing them.
+
+        Admission control prices work before it is tokenized; this mirrors the
+        layout above (one sequence or pair that fits, else windows of the prompt or
+        of the response with the prompt's end).
+        """
+        length = self.max_length
+        if response_tokens is None:
+            if prompt_tokens + 2 <= length:
+                return prompt_tokens + 2, 1
+            n = _count(prompt_tokens, length - 2)
+        else:
+            if prompt_tokens + response_tokens + 3 <= length:
+                return prompt_tokens + response_tokens + 3, 1
+            head = min(prompt_tokens, PROMPT_CONTEXT, length // 4) + 2  # [CLS] prompt's end [SEP]
+            n = _count(response_tokens, length - head - 1)
+            if n == 1:
+                return head + response_tokens + 1, 1
+        return float(n * length), n  # cut windows are all full
+
     def _prompt_windows(self, p: list[int]) -> list[Window]:
         size = self.max_length - 2
         return [([self.cls, *w, self.sep], [0] * (len(w) + 2)) for w in _spans(p, size)]
@@ -175,6 +197,14 @@ class Encoder:
             mask[i, : len(tok)] = 1
             types[i, : len(tok)] = typ
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _count(tokens: float, size: int) -> int:
+    """How many windows :func:`_spans` cuts ``tokens`` tokens into."""
+    if tokens <= size:
+        return 1
+    step = size - min(OVERLAP, size // 4)
+    return -(-int(tokens - size) // step) + 1
 
 
 def _spans(tokens: list[int], size: int) -> list[list[int]]:

@@ -4,6 +4,7 @@
     ├── PolicyError     an invalid policy file or object (names file, line and key)
     ├── ModelError      a missing, corrupt or mismatched model directory (says what to do)
     ├── ScorerError     scoring failed or timed out (handled by the policy's on_error)
+    │   └── ScorerOverloaded  refused at once: it could not be scored within its timeout (on_overload)
     └── GuardBlocked    the policy blocked a request and asked to raise (carries the decision)
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from beaverguard._types import Decision
 
-__all__ = ["BeaverguardError", "PolicyError", "ModelError", "ScorerError", "GuardBlocked"]
+__all__ = ["BeaverguardError", "PolicyError", "ModelError", "ScorerError", "ScorerOverloaded", "GuardBlocked"]
 
 
 class BeaverguardError(Exception):
@@ -31,6 +32,22 @@ class ModelError(BeaverguardError):
 
 class ScorerError(BeaverguardError):
     """A scorer failed or ran past the policy's timeout."""
+
+
+class ScorerOverloaded(ScorerError):
+    """Admission control refused a check at once: with the work already queued it could not be
+    scored within its timeout. ``retry_after_s`` is when the queue should have room for it again.
+
+    A refusal is not a verdict on the text: the policy's ``on_overload`` (else ``on_error``)
+    decides, and a server answers 429 with ``Retry-After``.
+    """
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:  # pickles whole (to a process pool or a Ray worker and back)
+        return type(self), (str(self), self.retry_after_s)
 
 
 class GuardBlocked(BeaverguardError):

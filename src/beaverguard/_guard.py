@@ -7,19 +7,22 @@ the wait, so code without an event loop gets the same decisions.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from beaverguard._audit import Auditor
-from beaverguard._batching import Batcher, plan
+from beaverguard._batching import Batcher, close_all, plan
 from beaverguard._decision import decide, threshold
 from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
 from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
@@ -33,6 +36,7 @@ __all__ = ["Guard", "DEFAULT_INPUT_REWRITE", "DEFAULT_OUTPUT_REWRITE"]
 
 logger = logging.getLogger("beaverguard")
 _TIMEOUTS = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)  # distinct before 3.11
+_guards: weakref.WeakSet[Guard] = weakref.WeakSet()  # closed at interpreter exit
 T = TypeVar("T")
 _CHANGES_TEXT = (Action.REWRITE, Action.REDACT)
 
@@ -75,7 +79,7 @@ class Guard:
     def __init__(self, policy: Policy | str | Path | None = None, *, model: str | Path | None = None,
                  scorer: Scorer | None = None, watch: bool = False) -> None:
         # What reload() rebuilds from: the policy file, and the model or scorer given here. These six
-        # attributes outlive a reload (its `keep` set); every other one is rebuilt.
+        # attributes (and the count of callers) outlive a reload (its `keep` set); every other one is rebuilt.
         self._policy_path = Path(policy) if isinstance(policy, str | Path) else None
         self._model_arg, self._scorer_arg = model, scorer
         self._reload_lock = threading.Lock()
@@ -90,7 +94,8 @@ class Guard:
             try:
                 scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
                                     batch_size=ex.batch_size, max_tokens=ex.max_tokens,
-                                    normalize=ex.normalize, run_tokens=probe.run_tokens)
+                                    normalize=ex.normalize, run_tokens=probe.run_tokens,
+                                    wide_threads=probe.wide_threads)
             except ModelError as exc:
                 if self.policy.on_error != "allow":  # fail closed: nothing runs unguarded
                     raise
@@ -102,7 +107,8 @@ class Guard:
         scorer = with_plugins(scorer, self.plugins)
         self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False),
                          batch_invariant=getattr(scorer, "batch_invariant", True))
-        self._batcher = Batcher(scorer, self.plan)
+        self._batcher = Batcher(scorer, self.plan, self.policy.timeout_s)
+        self._callers = _Callers()
         self._auditor = Auditor(self.policy.audit)
         self._redact = self._auditor.redact = redactor(self.plugins)
         self._auditor.sinks += [p.sink for p in self.plugins if callable(getattr(p, "sink", None))]
@@ -111,6 +117,7 @@ class Guard:
             rail: thresholds(rail) if thresholds else {} for rail in ("input", "output")}
         if watch:
             self.watch()
+        _guards.add(self)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Guard:
@@ -149,7 +156,8 @@ class Guard:
             except BeaverguardError as exc:
                 logger.error("beaverguard: policy reload failed; keeping the current policy: %s", exc)
                 raise
-            keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop"}
+            keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop",
+                    "_callers"}
             batcher, auditor = self._batcher, self._auditor
             batcher.successor = fresh._batcher
             self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
@@ -235,7 +243,10 @@ class Guard:
 
     def score_many(self, exchanges: list[Exchange], *, progress: Callable[[int], None] | None = None,
                    chunk: int = 256) -> list[Scores]:
-        """Score many exchanges through the batcher (for files and evaluation); no decisions, no audit."""
+        """Score many exchanges through the batcher (for files and evaluation); no decisions, no audit.
+
+        They are bulk work: no timeout and no admission control, and checks that arrive meanwhile go first.
+        """
         out: list[Scores] = []
         for s in range(0, len(exchanges), chunk):
             out += self._batcher.score_sync(exchanges[s:s + chunk])
@@ -315,12 +326,21 @@ class Guard:
         return reply
 
     def close(self) -> None:
-        """Stop the file watch and the scoring threads, and flush the audit log."""
+        """Stop the file watch and the scoring threads, and flush the audit log.
+
+        Checks still queued are refused (:class:`ScorerError`, so ``on_error`` decides and
+        they are audited); checks being scored finish. Runs at interpreter exit too, for
+        every guard not closed by then, so a process that exits mid-burst exits cleanly
+        and with its audit log complete.
+        """
         if self._watch_stop is not None:
             self._watch_stop.set()
         for thread in self._retiring:
             thread.join()
-        self._batcher.close()
+        self._batcher.close(timeout=self.policy.timeout_s + 5)
+        # callers that were waiting (now scored or refused) write their decisions before the log closes;
+        # a decision that comes later still gets its record, written at once
+        self._callers.wait_for_current(timeout=self.policy.timeout_s)
         self._auditor.close()
 
     # -- internals --------------------------------------------------------------------------
@@ -328,52 +348,61 @@ class Guard:
     async def _ascore(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
         if not self.policy.rail(rail).enabled:
             return {}, None
-        try:
-            (future,) = self._batcher.submit([exchange])
-        except Exception as exc:  # a closed guard: the policy's on_error decides
-            return {}, self._failure(exc)
+        (future,) = self._batcher.submit([exchange])  # an overload or a closed guard: a future that has failed
         return await self._await(future)
 
     def _score_sync(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
         if not self.policy.rail(rail).enabled:
             return {}, None
-        try:
-            (future,) = self._batcher.submit([exchange])
-        except Exception as exc:
-            return {}, self._failure(exc)
+        (future,) = self._batcher.submit([exchange])
         return self._wait(future)
 
     async def _await(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
-        """The scores of one submitted exchange, or the error that the policy's on_error judges.
+        """The scores of one submitted exchange, or the error that the policy judges.
 
-        One future awaited with a timeout: no task or gather per request on the hot path.
-        A check that fails or times out is cancelled, which frees its place in the queue.
+        One future awaited with a timeout: no task or gather per request on the hot path;
+        a refused check (already failed) is not awaited at all. A check that fails or
+        times out is cancelled, which frees its place in the queue.
         """
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.policy.timeout_s), None
-        except Exception as exc:
-            future.cancel()
-            return {}, self._failure(exc)
+        with self._callers.waiting():
+            try:
+                if future.done():
+                    return future.result(), None
+                return await asyncio.wait_for(asyncio.wrap_future(future), self.policy.timeout_s), None
+            except Exception as exc:
+                future.cancel()
+                return {}, self._failure(exc)
 
     def _wait(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
         """Sync twin of :meth:`_await`."""
-        try:
-            return future.result(timeout=self.policy.timeout_s), None
-        except Exception as exc:
-            future.cancel()
-            return {}, self._failure(exc)
+        with self._callers.waiting():
+            try:
+                return future.result(timeout=self.policy.timeout_s), None
+            except Exception as exc:
+                future.cancel()
+                return {}, self._failure(exc)
 
     def _failure(self, exc: Exception) -> str:
+        """The decision's ``error``: ``"<exception class>: <message>"`` (its ``error_type`` is the class)."""
         if isinstance(exc, _TIMEOUTS):
-            return f"ScorerError: scoring took longer than {self.policy.timeout_s}s"
+            return f"TimeoutError: scoring took longer than {self.policy.timeout_s}s"
         return f"{type(exc).__name__}: {exc}"
+
+    def _fails_closed(self, error: str) -> bool:
+        """Whether a check that failed with ``error`` is blocked: ``on_overload`` for a refusal, else ``on_error``."""
+        choice = self.policy.on_overload if _error_type(error) == "ScorerOverloaded" else None
+        return (choice or self.policy.on_error) == "block"
 
     def _conclude(self, rail: Rail, prompt: str, response: str | None, scores: Scores, error: str | None,
                   start: float, request_id: str | None, extra: Mapping[str, object] | None = None) -> Decision:
         rules = self.policy.rail(rail)
+        error_type = None if error is None else _error_type(error)
         if error is not None:
-            logger.error("beaverguard %s rail failed (%s); on_error=%s", rail, error, self.policy.on_error)
-            action = Action.BLOCK if self.policy.on_error == "block" else Action.ALLOW
+            action = Action.BLOCK if self._fails_closed(error) else Action.ALLOW
+            if error_type == "ScorerOverloaded":
+                logger.warning("beaverguard %s rail refused unscored (%s); %s", rail, error, action.value)
+            else:
+                logger.error("beaverguard %s rail failed (%s); on_error=%s", rail, error, self.policy.on_error)
             categories: tuple[str, ...] = ()
         else:
             action, categories = decide(scores, rules, self._defaults[rail])
@@ -389,9 +418,65 @@ class Guard:
             text = original
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
-                            latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {})
+                            latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
+                            error_type=error_type)
         self._auditor.emit(decision, prompt, response)
         return decision
+
+
+def _error_type(error: str) -> str:
+    """The exception class named by an ``error`` that :meth:`Guard._failure` wrote."""
+    return error.partition(":")[0]
+
+
+class _Callers:
+    """Callers waiting on scores, so that :meth:`Guard.close` can let those waiting when it began conclude.
+
+    Counted by epoch: callers that keep calling a closed guard (and are refused at
+    once) do not keep close() waiting.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._epoch = 0
+        self._waiting: dict[int, int] = {}  # epoch -> callers waiting that entered in it
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._cond:
+            epoch = self._epoch
+            self._waiting[epoch] = self._waiting.get(epoch, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting[epoch] -= 1
+                if not self._waiting[epoch]:
+                    del self._waiting[epoch]
+                    self._cond.notify_all()
+
+    def wait_for_current(self, timeout: float) -> bool:
+        """Wait until every caller waiting now has stopped waiting; False if ``timeout`` passed first."""
+        with self._cond:
+            epoch, self._epoch = self._epoch, self._epoch + 1
+            return self._cond.wait_for(lambda: all(e > epoch for e in self._waiting), timeout)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every guard at interpreter exit: queued checks refused, running ones finished, logs flushed.
+
+    Without it, worker threads still inside onnxruntime when the interpreter tears
+    down abort the process (``terminate called without an active exception``).
+    Runs before the audit module's own flush (atexit runs handlers last-in, first-out).
+    """
+    for guard in list(_guards):
+        try:
+            guard.close()
+        except Exception:  # noqa: BLE001 - one guard's failure must not keep the others' logs unflushed
+            logger.exception("beaverguard: closing a guard at exit failed")
+    close_all(timeout=10)  # batchers of guards already collected
+    time.sleep(0.02)  # a caller between its refusal and its record: a moment to write it, before threads stop
 
 
 def _retire(batcher: Batcher, auditor: Auditor) -> None:

@@ -177,9 +177,7 @@ class OnnxScorer:
     def __init__(self, model_dir: str | Path | None = None, *, provider: Provider = "auto",
                  threads: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, normalize: bool = True,
-                 run_tokens: int | None = None) -> None:
-        import onnxruntime as ort
-
+                 run_tokens: int | None = None, wide_threads: int = 0) -> None:
         self.spec = ModelSpec.load(model_dir or default_model_dir())
         self.labels = self.spec.labels
         self.providers = _providers(provider)
@@ -190,17 +188,14 @@ class OnnxScorer:
         self.run_tokens = run_tokens  # most tokens in one run (windows x the longest); None: no cap
         self.max_tokens = max_tokens
         self.normalize = normalize
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads is not None else (0 if self.on_gpu else 1)
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.spec.path / "model.onnx"), options,
-                                                providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{self.spec.path / 'model.onnx'} could not be loaded ({exc}); "
-                             "reinstall beaverguard or rebuild the model with `beaverguard export`") from exc
+        self.threads = threads if threads is not None else (0 if self.on_gpu else 1)
+        self.session = self._session(self.threads)
         if self.on_gpu:  # what the session really runs on: onnxruntime falls back to the CPU silently
             self.on_gpu = _on_gpu(provider, self.session.get_providers())
+        # A second session with more intra-op threads, for a run that has the machine to itself
+        # (onnxruntime fixes the thread count per session). Its scores are the narrow session's, bit
+        # for bit, on the default model (benchmarks/results/latency.md).
+        self.wide = self._session(wide_threads) if not self.on_gpu and wide_threads > max(self.threads, 1) else None
         # A model whose scores depend on the run's other rows scores each window alone: a request's
         # verdict must not depend on what else was in flight.
         self.batch_size = batch_size or default_batch_size(self.on_gpu, self.batch_invariant)
@@ -208,21 +203,51 @@ class OnnxScorer:
         layout = Conversation(**self.spec.conversation) if self.spec.conversation else Conversation.plain()
         self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length, layout)
 
+    def _session(self, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(str(self.spec.path / "model.onnx"), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{self.spec.path / 'model.onnx'} could not be loaded ({exc}); "
+                             "reinstall beaverguard or rebuild the model with `beaverguard export`") from exc
+
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
-        """Probabilities per label for each exchange: the maximum over its windows."""
+        """Probabilities per label for each exchange: the maximum over its windows.
+
+        The batcher runs the same three steps itself (:meth:`encode`, :meth:`run_windows`,
+        :meth:`finish`), so that it can spread the windows of one text over its workers.
+        """
         if not exchanges:
             return []
-        per_exchange = self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
-                                            [None if e.response is None else self.prepare(e.response)
-                                             for e in exchanges], self.max_tokens,
-                                            [tuple((role, self.prepare(text)) for role, text in e.context)
-                                             for e in exchanges])
-        owners = np.repeat(np.arange(len(exchanges)), [len(w) for w in per_exchange])
-        windows = [w for ws in per_exchange for w in ws]
-        probs = self.run_windows(windows)
-        best = np.zeros((len(exchanges), len(self.labels)), dtype=np.float32)
-        np.maximum.at(best, owners, probs)
-        return [dict(zip(self.labels, map(float, row))) for row in best]
+        per_exchange = self.encode(exchanges)
+        probs = self.run_windows([w for ws in per_exchange for w in ws])
+        ends = np.cumsum([len(ws) for ws in per_exchange])
+        return [self.finish(e, probs[end - len(ws):end]) for e, ws, end in zip(exchanges, per_exchange, ends)]
+
+    def encode(self, exchanges: Sequence[Exchange]) -> list[list]:
+        """The windows of each exchange (tokenized once, prepared first), at least one each."""
+        return self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
+                                    [None if e.response is None else self.prepare(e.response) for e in exchanges],
+                                    self.max_tokens,
+                                    [tuple((role, self.prepare(text)) for role, text in e.context) for e in exchanges])
+
+    def estimate(self, exchange: Exchange, chars_per_token: float) -> tuple[float, int]:
+        """(tokens, windows) that scoring ``exchange`` will take, guessed from its length (no tokenizing)."""
+        cap = float("inf") if self.max_tokens is None else self.max_tokens
+        prompt = min(len(exchange.prompt) / chars_per_token, cap)
+        response = None if exchange.response is None else min(len(exchange.response) / chars_per_token, cap)
+        if exchange.context:  # earlier turns only fill the room the window has left: never another window
+            room = self.spec.max_length - 3 - prompt - (response or 0)
+            prompt += max(0.0, min(sum(len(t) for _, t in exchange.context) / chars_per_token, room))
+        return self.encoder.estimate(prompt, response)
+
+    def finish(self, exchange: Exchange, probs: np.ndarray) -> dict[str, float]:
+        """An exchange's scores from the probabilities of its windows: the maximum per label."""
+        return dict(zip(self.labels, map(float, probs.max(axis=0))))
 
     def prepare(self, text: str) -> str:
         """The text as the model sees it: capped, valid UTF-8, and normalized unless that is off.
@@ -240,12 +265,14 @@ class OnnxScorer:
             text = text.encode("utf-8", "replace").decode("utf-8")
         return text
 
-    def run_windows(self, windows: Sequence) -> np.ndarray:
+    def run_windows(self, windows: Sequence, wide: bool = False) -> np.ndarray:
         """Sigmoid outputs for windows, in order, run in length-sorted batches.
 
         A batch holds at most ``batch_size`` windows and, with ``run_tokens``, at
-        most that many tokens counting padding (one window at least).
+        most that many tokens counting padding (one window at least). ``wide`` runs
+        them on the session with more threads, where there is one.
         """
+        session = self.wide if wide and self.wide is not None else self.session
         lengths = [len(ids) for ids, _ in windows]
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(windows), len(self.labels)), dtype=np.float32)
@@ -257,7 +284,7 @@ class OnnxScorer:
         for s, e in zip(starts, [*starts[1:], len(order)]):
             sel = order[s:e]
             feed = self.encoder.pad([windows[i] for i in sel])
-            logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+            logits = session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
             out[sel] = 1.0 / (1.0 + np.exp(-logits))
         return out
 

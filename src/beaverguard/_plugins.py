@@ -129,9 +129,18 @@ class _WithPlugins:
         self.labels = tuple(dict.fromkeys([*model.labels, *(label for s in scorers for label in s.labels)]))
         self.on_gpu = getattr(model, "on_gpu", False)
         self.batch_invariant = getattr(model, "batch_invariant", True)
+        if all(callable(getattr(model, m, None)) for m in ("encode", "run_windows", "finish")):
+            # the batcher runs the model in steps (spreading a text's windows); plugins join at the last one
+            self.encode, self.run_windows, self.finish = model.encode, model.run_windows, self._finish
+            self.wide, self.estimate = getattr(model, "wide", None), getattr(model, "estimate", None)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
-        out = [dict(s) for s in self.model.score(exchanges)]
+        return self._merge(exchanges, [dict(s) for s in self.model.score(exchanges)])
+
+    def _finish(self, exchange: Exchange, probs: Any) -> dict[str, float]:
+        return self._merge([exchange], [self.model.finish(exchange, probs)])[0]
+
+    def _merge(self, exchanges: Sequence[Exchange], out: list[dict[str, float]]) -> list[dict[str, float]]:
         for scorer in self.scorers:
             for merged, extra in zip(out, scorer.score(exchanges), strict=True):
                 for key, value in extra.items():

@@ -94,8 +94,11 @@ class ExecutionPolicy(_Strict):
         "cpu, cuda, or auto (CUDA when onnxruntime-gpu offers it). cuda fails at start when the CUDA "
         "provider does not come up, instead of onnxruntime's silent fallback to the CPU; auto falls "
         "back with a warning."))
-    threads: int | None = Field(None, ge=0, description="onnxruntime intra-op threads per run.")
-    workers: int | None = Field(None, ge=1, description="Runs in parallel (CPU default: one per core).")
+    threads: int | None = Field(None, ge=0, description=(
+        "onnxruntime intra-op threads per run. Unset on a CPU: one per run under load, and a run that "
+        "finds the other workers idle and nothing waiting uses all their cores (scores are the same either way)."))
+    workers: int | None = Field(None, ge=1, description=(
+        "Runs in parallel (CPU default: one per core). The windows of one long text are spread over them."))
     batch_size: int | None = Field(None, ge=1, description=(
         "Most exchanges in one run (CPU default 8, GPU 64). Unset on a CPU, runs also stay "
         "under about 128 tokens; set, only this caps them. Unset with a model that is not batch-invariant "
@@ -153,7 +156,12 @@ class Policy(_Strict):
     raise_on_block: bool = Field(False, description="Raise GuardBlocked instead of returning blocked_message.")
     on_error: Literal["block", "allow"] = Field(
         "block", description="When scoring fails or times out: block (fail closed) or allow (fail open).")
-    timeout_s: float = Field(5.0, gt=0, description="Most seconds a rail may take to score.")
+    on_overload: Literal["block", "allow"] | None = Field(None, description=(
+        "When admission control refuses a check because it could not be scored within timeout_s "
+        "(ScorerOverloaded; a server answers 429): block or allow; null: follow on_error."))
+    timeout_s: float = Field(5.0, gt=0, description=(
+        "Most seconds a rail may take to score. A check that the queue ahead of it would keep past "
+        "this is refused at once (see on_overload) instead of waiting for it to run out."))
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")

@@ -97,6 +97,7 @@ class StreamCheck:
             self._submit()
 
     def _submit(self) -> None:
+        # the same batcher as every check: admission control, spread windows; a refusal is a failed future
         future = self.guard._batcher.submit([Exchange(self.prompt, self._tail, self._exchange.context)])[0]
         self.pending = (self.length, future)
 
@@ -107,7 +108,7 @@ class StreamCheck:
         self.checks += 1
         if error is not None:
             self.error = self.error or error
-            if self.guard.policy.on_error == "block":
+            if self.guard._fails_closed(error):  # on_overload for a refused check, else on_error
                 self.stopped_at = self.released
                 return
         else:

@@ -62,10 +62,18 @@ class Decision:
     latency_ms: float = 0.0
     error: str | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    #: The class name of the error behind ``error``: ``"ScorerOverloaded"``, ``"ScorerError"``,
+    #: ``"TimeoutError"``, ...; None when scoring succeeded.
+    error_type: str | None = None
 
     @property
     def blocked(self) -> bool:
         return self.action is Action.BLOCK
+
+    @property
+    def overloaded(self) -> bool:
+        """True when admission control refused the check unscored (the policy's ``on_overload`` decided)."""
+        return self.error_type == "ScorerOverloaded"
 
     @property
     def flagged(self) -> bool:

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from beaverguard._train_cli import add_train_parser
+from beaverguard.server.cli import add_serve_parser  # argparse only: the server loads when `serve` runs
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "decision_summary"]
 
 
 def _guard(args: argparse.Namespace):
@@ -19,16 +20,20 @@ def _guard(args: argparse.Namespace):
     return Guard(args.policy, model=args.model)
 
 
+def decision_summary(d) -> dict:
+    """A decision as `beaverguard check` prints it (and `POST /v1/guard/check` answers it)."""
+    return {"rail": d.rail, "action": d.action.value, "flagged": d.flagged, "categories": list(d.categories),
+            "text": d.text, "error": d.error, "latency_ms": round(d.latency_ms, 1),
+            "scores": {k: round(v, 4) for k, v in d.scores.items()}}
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     guard = _guard(args)
     if args.response is None:
         d = guard.check_input_sync(args.prompt)
     else:
         d = guard.check_output_sync(args.prompt, args.response)
-    print(json.dumps({"rail": d.rail, "action": d.action.value, "flagged": d.flagged,
-                      "categories": list(d.categories), "text": d.text, "error": d.error,
-                      "latency_ms": round(d.latency_ms, 1),
-                      "scores": {k: round(v, 4) for k, v in d.scores.items()}}, indent=2, ensure_ascii=False))
+    print(json.dumps(decision_summary(d), indent=2, ensure_ascii=False))
     guard.close()
     return 0
 
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     add_train_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

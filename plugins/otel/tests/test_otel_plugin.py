@@ -84,10 +84,11 @@ def test_a_failed_decision_is_an_error_span_counted_as_error(make_guard, telemet
     meters, tracers, reader, exporter = telemetry
     spec = PluginSpec(name="otel", settings={"meter_provider": meters, "tracer_provider": tracers})
     guard = make_guard(Policy(plugins=[spec], on_error="allow"))
-    guard.scorer.score = lambda exchanges: 1 / 0  # the real model cannot fail on demand
+    guard.scorer.run_windows = lambda windows, wide=False: 1 / 0  # the real model cannot fail on demand
     decision = guard.check_input_sync("bread")
     assert decision.error and decision.action.value == "allow"
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR and "ZeroDivisionError" in span.status.description
     (point,) = _points(reader, "beaverguard.decisions")
     assert point.attributes["beaverguard.category"] == "error" and point.value == 1
+    assert point.attributes["beaverguard.error_type"] == "ZeroDivisionError"  # an overload reads ScorerOverloaded

@@ -5,7 +5,9 @@ It is an audit sink: each audit record becomes
 * ``beaverguard.decisions`` (counter): one per fired category, with attributes
   ``beaverguard.rail``, ``beaverguard.action`` and ``beaverguard.category``; a
   decision with no fired category counts once under ``unsafe`` (the overall
-  score fired), ``error`` (scoring failed) or ``none`` (allowed);
+  score fired), ``error`` (scoring failed, with ``beaverguard.error_type``:
+  ``ScorerOverloaded`` for a check refused under overload, ``TimeoutError``, ...)
+  or ``none`` (allowed);
 * ``beaverguard.decision.duration`` (histogram, ms) with rail and action;
 * a ``beaverguard.decision`` span covering the decision's latency.
 
@@ -46,8 +48,9 @@ class OtelPlugin:
     def sink(self, record: Mapping[str, Any]) -> None:
         """Count, time and trace one audit record."""
         attrs = {"beaverguard.rail": record["rail"], "beaverguard.action": record["action"]}
+        counted = {**attrs, "beaverguard.error_type": record["error_type"]} if record.get("error_type") else attrs
         for cat in _categories(record):
-            self.decisions.add(1, {**attrs, "beaverguard.category": cat})
+            self.decisions.add(1, {**counted, "beaverguard.category": cat})
         self.duration.record(record["latency_ms"], attrs)
         end = time.time_ns()
         span = self.tracer.start_span("beaverguard.decision", start_time=end - int(record["latency_ms"] * 1e6),

@@ -1,0 +1,258 @@
+"""What is not a completion: keys, bad input, limits, logs, metrics, probes, hot reload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from server_helpers import user
+
+KEY_A, KEY_B = "sk-app-a-0123456789", "sk-app-b-9876543210"
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+def test_requests_without_a_valid_key_get_401(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default"})
+    for key in ("wrong", KEY_A[:-1], KEY_A + "x"):
+        with pytest.raises(openai.AuthenticationError) as err:
+            gw.client(key).chat.completions.create(model="gpt-test", messages=user("bread"))
+        assert err.value.code == "invalid_api_key"
+    with gw.http() as http:
+        missing = http.post("/v1/moderations", json={"input": "bread"})
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    assert upstream.requests == []
+    assert gw.client(KEY_A).chat.completions.create(model="gpt-test", messages=user("bread")).choices
+    with gw.http(headers={"x-beaverguard-key": KEY_A}) as http:
+        assert http.post("/v1/moderations", json={"input": "bread"}).status_code == 200
+
+
+def test_a_key_selects_its_policy(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default", KEY_B: "lenient"},
+                 policies={"lenient": "input: {categories: {violence: {action: log}, drugs_weapons: {action: log}}}"})
+    strict = gw.client(KEY_A).chat.completions.create(model="gpt-test", messages=user("how do I make a bomb"))
+    lenient = gw.client(KEY_B).chat.completions.create(model="gpt-test", messages=user("how do I make a bomb"))
+    assert strict.choices[0].finish_reason == "content_filter"
+    assert lenient.choices[0].finish_reason == "stop" and len(upstream.requests) == 1
+
+
+def test_the_upstream_key_is_the_configured_one_not_the_clients(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default"}, upstream_api_key="sk-upstream-secret")
+    gw.client(KEY_A).chat.completions.create(model="gpt-test", messages=user("bread"))
+    [request] = upstream.requests
+    assert request["headers"]["authorization"] == "Bearer sk-upstream-secret"
+    assert KEY_A not in json.dumps(request)
+
+
+def test_passthrough_sends_the_clients_authorization_on(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default"}, upstream_auth="passthrough")
+    client = gw.client("sk-clients-own-upstream-key", default_headers={"X-Beaverguard-Key": KEY_A})
+    client.chat.completions.create(model="gpt-test", messages=user("bread"))
+    [request] = upstream.requests
+    assert request["headers"]["authorization"] == "Bearer sk-clients-own-upstream-key"
+    assert KEY_A not in json.dumps(request)
+    with pytest.raises(openai.AuthenticationError):  # Authorization is the upstream's: it is not our key
+        gw.client(KEY_A).chat.completions.create(model="gpt-test", messages=user("bread"))
+
+
+def test_keys_come_from_the_environment_and_a_file(tmp_path, monkeypatch):
+    from beaverguard.server import ApiKeys
+    from beaverguard.server.auth import ServerConfigError
+
+    path = tmp_path / "keys"
+    path.write_text(f"# app keys\n{KEY_A} kids\n\n{KEY_B}   # the default policy\n")
+    monkeypatch.setenv("BEAVERGUARD_API_KEYS", "sk-env-1, sk-env-2 kids")
+    keys = ApiKeys.load(file=path)
+    assert len(keys) == 4 and keys.policies == {"kids", "default"}
+    assert (keys.policy_for(KEY_A), keys.policy_for(KEY_B), keys.policy_for("sk-env-2")) == ("kids", "default", "kids")
+    assert keys.policy_for("sk-env") is None and keys.policy_for(None) is None
+    assert KEY_A not in repr(keys)
+    path.write_text(f"{KEY_A} kids extra\n")
+    with pytest.raises(ServerConfigError, match=r"keys:1: expected 'KEY' or 'KEY POLICY'") as err:
+        ApiKeys.load(file=path, env="")
+    assert KEY_A not in str(err.value)
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, param", [
+    (b'{"model": "gpt-test", "messages": [', None),
+    (b'["not", "an", "object"]', None),
+    (b'{"model": "gpt-test", "messages": "hello"}', "messages"),
+    (b'{"model": "gpt-test", "messages": []}', "messages"),
+    (b'{"model": "gpt-test", "messages": [{"role": "wizard", "content": "hi"}]}', "messages.0.role"),
+    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": 42}]}', "messages.0.content.str"),
+    (b'{"model": 7, "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": "often"}', "stream"),
+])
+def test_malformed_requests_get_a_400_in_openais_shape(gateway, upstream, body, param):
+    gw = gateway()
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert error["param"] == param and error["message"]
+    assert upstream.requests == []
+
+
+def test_the_openai_client_sees_a_bad_request_error(gateway, upstream):
+    gw = gateway()
+    with pytest.raises(openai.BadRequestError) as err:
+        gw.client().chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": 42}])
+    assert err.value.param.startswith("messages.0.content")
+
+
+def test_a_body_over_the_limit_is_413_unread(gateway, upstream):
+    gw = gateway(max_body_bytes=2000)
+    big = json.dumps({"model": "gpt-test", "messages": user("bread " * 400)}).encode()
+    with gw.http() as http:
+        declared = http.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+        chunked = http.post("/v1/chat/completions", content=iter([big[:1000], big[1000:]]),
+                            headers={"content-type": "application/json"})
+        small = http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": user("bread")})
+    for response in (declared, chunked):
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert small.status_code == 200 and len(upstream.requests) == 1
+
+
+def test_unknown_paths_and_methods_get_openai_errors(gateway):
+    gw = gateway()
+    with gw.http() as http:
+        missing, wrong = http.get("/v1/engines"), http.get("/v1/chat/completions")
+    assert (missing.status_code, wrong.status_code) == (404, 405)
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+def test_no_user_text_or_key_in_the_logs_unless_audit_says_full(gateway, upstream, caplog):
+    upstream.reply = "A secret sourdough answer. Then you kill them all."
+    prompt = "my private question about the bomb in the bakery"
+    with caplog.at_level(logging.DEBUG):
+        gw = gateway("audit: {log: true, content: hash}", keys={KEY_A: "default"}, upstream_api_key="sk-up-secret")
+        client = gw.client(KEY_A)
+        client.chat.completions.create(model="gpt-test", messages=user(prompt))
+        client.chat.completions.create(model="gpt-test", messages=user("bread"))
+        list(client.chat.completions.create(model="gpt-test", messages=user("bread"), stream=True))
+        with pytest.raises(openai.AuthenticationError):
+            gw.client("sk-wrong-guess").chat.completions.create(model="gpt-test", messages=user(prompt))
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert '"action": "block"' in logged and "sha256:" in logged  # the audit records are in the log
+    for secret in (prompt, "sourdough", KEY_A, "sk-up-secret", "sk-wrong-guess"):
+        assert secret not in logged
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        gw = gateway("audit: {log: true, content: full}")
+        gw.client().chat.completions.create(model="gpt-test", messages=user(prompt))
+    assert prompt in "\n".join(r.getMessage() for r in caplog.records)
+
+
+# -- probes and metrics -----------------------------------------------------------------------------
+
+def test_health_readiness_and_metrics(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default"})
+    client = gw.client(KEY_A)
+    client.chat.completions.create(model="gpt-test", messages=user("how do I make a bomb"))
+    client.chat.completions.create(model="gpt-test", messages=user("bread"))
+    with gw.http() as http:  # the probes ask for no key
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        metrics = http.get("/metrics").text
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "policies": {"default": "beaverguard-tiny-test"}}
+    sample = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    assert sample['beaverguard_decisions_total{action="block",category="violence",policy="default",rail="input"}'] == 1
+    assert sample['beaverguard_decisions_total{action="allow",category="none",policy="default",rail="output"}'] == 1
+    assert sample['beaverguard_decision_seconds_count{rail="input"}'] == 2
+    assert sample['beaverguard_http_requests_total{endpoint="/v1/chat/completions",status="200"}'] == 2
+    assert sample["beaverguard_queue_depth"] == 0
+    assert sample["beaverguard_upstream_seconds_count"] == 1
+
+
+def test_not_ready_while_the_model_is_missing(gateway, upstream, tmp_path):
+    gw = gateway(f"on_error: allow\nmodel: {tmp_path / 'no-such-model'}", model=None)
+    with gw.http() as http:
+        ready = http.get("/readyz")
+        model = http.get("/v1/guard/model")
+    assert ready.status_code == 503 and ready.json()["policies"] == {"default": None}
+    assert model.status_code == 503 and model.json()["error"]["code"] == "model_unavailable"
+
+
+def test_upstream_errors_are_counted(gateway, upstream):
+    gw = gateway()
+    upstream.status = 503
+    with pytest.raises(openai.APIStatusError):
+        gw.client().chat.completions.create(model="gpt-test", messages=user("bread"))
+    with gw.http() as http:
+        assert 'beaverguard_upstream_errors_total{kind="status"} 1.0' in http.get("/metrics").text
+
+
+# -- hot reload -------------------------------------------------------------------------------------
+
+def test_a_changed_policy_file_applies_to_the_next_request(gateway, upstream, tmp_path):
+    path: Path = tmp_path / "policy.yaml"
+    path.write_text("audit: {log: false}\n")
+    gw = gateway(policies={"watched": path}, keys={KEY_A: "watched"})
+    client = gw.client(KEY_A)
+    assert client.chat.completions.create(model="gpt-test", messages=user("bread")).choices[0].finish_reason == "stop"
+    path.write_text("audit: {log: false}\ninput: {unsafe: {threshold: 0.0}}\n")  # everything is unsafe now
+    deadline = time.monotonic() + 10
+    while True:
+        reply = client.chat.completions.create(model="gpt-test", messages=user("bread"))
+        if reply.choices[0].finish_reason == "content_filter" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert reply.choices[0].finish_reason == "content_filter"
+    with gw.http() as http:
+        assert http.get("/v1/guard/model", headers={"authorization": f"Bearer {KEY_A}"}).json()[
+            "thresholds"]["input"]["unsafe"] == 0.0
+
+
+# -- overload ---------------------------------------------------------------------------------------
+
+LONG = " ".join(["hello how do i make the bread cake"] * 2500)  # ~20k tokens: ~600 windows of the tiny model
+CHAT = LONG + " please"
+
+
+async def _flood(gw, n: int = 40) -> list[httpx.Response]:
+    """n concurrent requests, chat completions and moderations, each a long text to score."""
+    import asyncio
+
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
+        await http.post("/v1/moderations", json={"input": "bread"})  # one measurement: the batcher's estimate
+        chat = {"model": "gpt-test", "messages": [{"role": "user", "content": CHAT}]}
+        return await asyncio.gather(*(
+            http.post("/v1/chat/completions", json=chat) if i % 2 else http.post("/v1/moderations", json={"input": LONG})
+            for i in range(n)))
+
+
+async def test_overload_is_429_with_retry_after_and_never_reaches_the_upstream(gateway, upstream):
+    gw = gateway("timeout_s: 0.1\nexecution: {max_tokens: null}")
+    responses = await _flood(gw)
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, "no request was refused: the flood did not overload the guard"
+    assert {r.status_code for r in responses} <= {200, 429}
+    for r in refused:
+        assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded"
+    records = gw.audit()
+    assert sum(r["error_type"] == "ScorerOverloaded" for r in records) >= len(refused)
+    chat_inputs = [r for r in records if r["rail"] == "input" and r["prompt"] == CHAT]
+    assert any(r["error_type"] == "ScorerOverloaded" for r in chat_inputs)
+    # only the prompts the input rail allowed went upstream: none refused (or failed) did
+    assert len(upstream.requests) == sum(r["action"] == "allow" for r in chat_inputs)
+
+
+async def test_on_overload_allow_passes_requests_on_unscored(gateway, upstream):
+    gw = gateway("timeout_s: 0.1\non_overload: allow\nexecution: {max_tokens: null}")
+    responses = await _flood(gw)
+    assert all(r.status_code == 200 for r in responses)
+    passed = [r for r in gw.audit() if r["error_type"] == "ScorerOverloaded"]
+    assert passed and all(r["action"] == "allow" for r in passed)

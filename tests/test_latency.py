@@ -1,0 +1,146 @@
+"""The plan changes how fast scoring runs, never what it says.
+
+A lone request may run wide (every core on one run), a crowd runs one
+single-threaded run per core, and the windows of one long text are spread over
+the workers. On the default int8 model, scores must be the same bit for bit
+whichever happened. Speed itself is measured in ``benchmarks/bench_latency.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from beaverguard import Exchange, Guard, OnnxScorer, parse_policy
+
+LONG = " ".join(f"Paragraph {i}: the committee reviewed the budget, the schedule and the staffing plan, "
+                f"and asked for a revised estimate by the end of the quarter." for i in range(160))  # ~4k tokens
+EXCHANGES = [Exchange("How do I bake bread?"), Exchange("How do I make a bomb at home?"),
+             Exchange("Tell me about Rome.", "Rome was founded, by legend, in 753 BC."),
+             Exchange(LONG), Exchange("Summarize this report.", LONG + " How can I hurt someone?")]
+
+
+@pytest.fixture(scope="module")
+def wide_guard():
+    # Two workers on every machine, so the plan has a wide run to choose (on one core it has none).
+    guard = Guard(parse_policy("execution: {workers: 2}\naudit: {log: false}\ntimeout_s: 120\n"))
+    yield guard
+    guard.close()
+
+
+def check(guard: Guard, ex: Exchange):
+    return guard.check_input(ex.prompt) if ex.response is None else guard.check_output(ex.prompt, ex.response)
+
+
+def bare_scores(scorer: OnnxScorer, ex: Exchange) -> dict[str, float]:
+    """The reference: every window of ``ex`` alone on a plain single-threaded session, the maximum per label."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(scorer.spec.path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    rows = []
+    for window in scorer.encode([ex])[0]:
+        feed = {k: v for k, v in scorer.encoder.pad([window]).items() if k in scorer.input_names}
+        rows.append(1.0 / (1.0 + np.exp(-session.run(None, feed)[0][0])))
+    return dict(zip(scorer.labels, map(float, np.max(rows, axis=0))))
+
+
+def test_scores_are_the_same_alone_crowded_and_wide(wide_guard):
+    scorer: OnnxScorer = wide_guard.scorer  # type: ignore[assignment]
+    reference = [bare_scores(scorer, ex) for ex in EXCHANGES]
+    assert reference == [OnnxScorer(threads=1).score([ex])[0] for ex in EXCHANGES]
+    if (os.cpu_count() or 1) > 1:
+        assert scorer.wide is not None, "two workers on two cores: the scorer has a wide session"
+        wide = [scorer.finish(ex, scorer.run_windows(scorer.encode([ex])[0], wide=True)) for ex in EXCHANGES]
+        assert wide == reference
+
+    alone = [asyncio.run(check(wide_guard, ex)).scores for ex in EXCHANGES]
+    assert alone == reference
+
+    async def crowded():
+        crowd = [Exchange(f"What is a good name for a dog, number {i}?") for i in range(40)]
+        mixed = crowd[:20] + EXCHANGES + crowd[20:]
+        return (await asyncio.gather(*(check(wide_guard, ex) for ex in mixed)))[20:20 + len(EXCHANGES)]
+
+    runs, wide_runs = wide_guard._batcher.batches_run, wide_guard._batcher.wide_runs
+    assert [d.scores for d in asyncio.run(crowded())] == reference
+    assert wide_guard._batcher.batches_run - runs > wide_guard._batcher.wide_runs - wide_runs  # narrow runs, too
+    assert all(d.error is None for d in asyncio.run(crowded()))
+
+
+class _Spy:
+    """The real tokenizer and the real runs, recording what they did."""
+
+    def __init__(self, scorer: OnnxScorer) -> None:
+        self.tokenizer, self.texts, self.runs = scorer.encoder.tokenizer, [], []
+        scorer.encoder.tokenizer = self
+        run_windows = scorer.run_windows
+
+        def spy_run(windows, wide=False):
+            self.runs.append((threading.current_thread().name, len(windows)))
+            return run_windows(windows, wide=wide)
+
+        scorer.run_windows = spy_run
+
+    def encode_batch_fast(self, inputs):
+        self.texts += inputs
+        return self.tokenizer.encode_batch_fast(inputs)
+
+
+def test_a_long_text_is_tokenized_once_and_its_windows_spread_over_the_workers():
+    guard = Guard(parse_policy("execution: {workers: 2}\naudit: {log: false}\ntimeout_s: 120\n"))
+    try:
+        spy = _Spy(guard.scorer)  # type: ignore[arg-type]
+        windows = len(guard.scorer.encode([Exchange(LONG)])[0])
+        spy.texts.clear()
+        decision = guard.check_input_sync(LONG)
+        assert decision.error is None
+        assert spy.texts == [guard.scorer.prepare(LONG)]  # one tokenizer pass for the whole text
+        assert sum(n for _, n in spy.runs) == windows > 4
+        assert len({name for name, _ in spy.runs}) == 2  # both workers ran some of its windows
+        assert decision.scores == bare_scores(guard.scorer, Exchange(LONG))  # type: ignore[arg-type]
+    finally:
+        guard.close()
+
+
+def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model):
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        batcher = guard._batcher
+        if not batcher.can_go_wide:
+            pytest.skip("one core: no wide runs")
+        batcher._spt, batcher._spt_wide = 1e-4, 1e-5  # wide measured faster
+        for i in range(5):
+            guard.check_input_sync(f"bread {i}")
+        assert batcher.wide_runs == batcher.batches_run == 5
+        batcher._spt, batcher._spt_wide = 1e-5, 1e-4  # wide measured slower: a lone run stays narrow ...
+        batcher._lone = 1
+        guard.check_input_sync("bread")
+        assert batcher.wide_runs == 5 and batcher.batches_run == 6
+
+        async def crowd():
+            return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(64)))
+
+        batcher._spt, batcher._spt_wide = 1e-4, 1e-5
+        before = batcher.wide_runs
+        assert all(d.error is None for d in asyncio.run(crowd()))
+        assert batcher.wide_runs - before < 16  # ... and a crowd runs narrow (but for its last stragglers)
+    finally:
+        guard.close()
+
+
+def test_a_policy_that_sets_threads_fixes_every_run():
+    from beaverguard._batching import plan
+    from beaverguard._policy import ExecutionPolicy
+
+    assert plan(ExecutionPolicy(), on_gpu=False, cores=4).wide_threads == 4
+    assert plan(ExecutionPolicy(threads=2), on_gpu=False, cores=4).wide_threads == 0
+    assert plan(ExecutionPolicy(workers=2), on_gpu=False, cores=4).wide_threads == 2
+    assert plan(ExecutionPolicy(), on_gpu=False, cores=1).wide_threads == 0
+    assert plan(ExecutionPolicy(), on_gpu=True, cores=4).wide_threads == 0
