@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from beaverguard._words import is_word, segment
+from beaverguard._words import MAX_WORD, is_word, segment
 
 __all__ = ["normalize"]
 
@@ -115,10 +115,20 @@ def _fold_lookalikes(text: str) -> str:
 def _join_spaced(m: re.Match) -> str:
     run = m.group()[::2]
     letters = [ch for ch in run[1:] if ch.isalpha()]
-    one_case = all(ch.islower() for ch in letters) or all(ch.isupper() for ch in letters) and not run[0].islower()
-    if not one_case or len(letters) * 2 < len(run):  # not "a U S A", "1 2 3"
+    # One case after the first letter, but for capitals that start a word ("H o w c a n I", "x E a s t"):
+    # not "a U S A", "C o C" or "1 2 3".
+    one_case = (all(ch.isupper() for ch in letters) and not run[0].islower()
+                or all(ch.islower() or ch == "I" or run[j + 1:j + 2].islower()
+                       for j, ch in enumerate(run[1:], 1) if ch.isalpha()))
+    if not one_case or len(letters) * 2 < len(run):
         return m.group()
-    return _LETTERS.sub(_words_of, _unleet(run, heavy=False))  # "m a k 3 a b 0 m b" -> "make a bomb"
+    run = _unleet(run, heavy=False)
+    if any(ch in _LEET_DIGITS for ch in run) and all(ch.isalpha() or ch in _LEET_DIGITS for ch in run):
+        # Digits left in a spelled-out run are leet where that makes words: "4 p r o f i t" -> "a profit".
+        words = segment(run.translate(_LEET_TABLE))
+        if all(is_word(w) for w in words):
+            return " ".join(words)
+    return _LETTERS.sub(_words_of, run)  # "m a k e a b o m b" -> "make a bomb"
 
 
 def _words_of(m: re.Match) -> str:
@@ -127,7 +137,7 @@ def _words_of(m: re.Match) -> str:
 
 
 def _unleet(token: str, heavy: bool) -> str:
-    if _HEX.fullmatch(token):
+    if len(token) > MAX_WORD or _HEX.fullmatch(token):  # a key or a hash, not a word
         return token
     letters = [i for i, ch in enumerate(token) if ch.isalpha()]
     table = _LEET_UPPER_TABLE if letters and all(token[i].isupper() for i in letters) else _LEET_TABLE
@@ -146,15 +156,18 @@ def _unleet(token: str, heavy: bool) -> str:
             tail = tail.translate(table)
         return head + inner + tail
     # Leet digits only at the ends: folded where that makes a known word. Outside text written mostly in
-    # leet, only words that start with leet ("4bu53", "3vil", "4774ck"), and of two letters or more: not
-    # names with a number ("net7", "COC4", "ipv4"), hex ("4c74"), units ("7am", "4K") or "4w3".
+    # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
+    # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3"): "4bu53", "3vil", "5734l",
+    # "Cr3473" and "u53" fold.
     if not any(ch in _LEET_DIGITS for ch in token) or not all(ch.isalpha() or ch in _LEET_DIGITS for ch in token):
         return token  # nothing to fold, or other digits: "2024", "covid19", "mp4"
-    if not heavy and (len(letters) < 2 or letters[0] == 0 or _HEXISH.fullmatch(token)
-                      or _UNIT.fullmatch(token) and len(token) < 5):
-        return token
     folded = token.translate(table)
-    return folded if is_word(folded) and (heavy or len(folded) >= 3) else token
+    if heavy:
+        return folded if is_word(folded) else token
+    if (not letters or _HEXISH.fullmatch(token) or _UNIT.fullmatch(token) and len(token) < 5
+            or letters[0] == 0 and len(token) - letters[-1] < 3 or len(letters) == 1 and len(token) < 4):
+        return token
+    return folded if len(folded) >= 3 and is_word(folded) else token
 
 
 def _fold_leet(text: str) -> str:
@@ -172,7 +185,7 @@ def _fold_leet(text: str) -> str:
 
     out = _LEET_TOKEN.sub(lambda m: one(m, False), text)
     # Text written mostly in leet: words of leet digits are leet too ("70" for "to", "1" for "I").
-    if folded >= 2 and folded * 4 >= len(text.split()):
+    if folded >= 2 and folded * 8 >= len(text.split()):
         out = _LEET_TOKEN.sub(lambda m: one(m, True), out)
     return out
 

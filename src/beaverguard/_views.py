@@ -43,7 +43,7 @@ _NOT_TEXT = frozenset({"Cc", "Cn", "Co", "Cs"})  # control, unassigned, private-
 
 # Base64 of 9 bytes or more (lines of MIME's wrapping joined), or shorter where padding says it is base64.
 _BASE64 = re.compile(r"(?<![\w+/-])(?:[A-Za-z0-9+/_-]{12,}(?:\r?\n[A-Za-z0-9+/_-]{4,})*={0,2}|[A-Za-z0-9+/]{6,}={1,2})")
-_HEX = re.compile(r"(?<![0-9A-Za-z\\])(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ ,:-]?){6,}")
+_HEX = re.compile(r"(?<![0-9A-Za-z\\])(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ ,:;-]{0,2}){6,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[^0-9a-fA-F]")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _URL_TOKEN = re.compile(r"\S*%[0-9A-Fa-f]{2}\S*")
@@ -131,7 +131,12 @@ def _best_span(text: str, becomes_known: frozenset[str]) -> tuple[int, int] | No
     if best < MIN_KNOWN or len(set(became)) < MIN_KNOWN or len(became) * 2 < end - start:
         return None
     spans = [m.span() for _, m in zip(range(end), _WORDS.finditer(text))]
-    return spans[start][0], spans[end - 1][1]
+    first, last = spans[start][0], spans[end - 1][1]
+    while first > 0 and not text[first - 1].isspace():  # the punctuation beside the words is theirs too
+        first -= 1
+    while last < len(text) and not text[last].isspace():
+        last += 1
+    return first, last
 
 
 def _rot13(text: str) -> Iterator[str]:
