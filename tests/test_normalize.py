@@ -98,8 +98,8 @@ def test_numbers_and_identifiers_are_not_leet(text):
 
 
 def test_word_split_is_linear_in_the_letters(monkeypatch):
-    """At most MAX_WORD word look-ups per letter, however long the run (no quadratic search)."""
-    costs, known = _words.load()
+    """A bounded number of word look-ups per letter, however long the run (no quadratic search)."""
+    costs, known, lengths = _words.load()
 
     class Counting(dict):
         lookups = 0
@@ -108,7 +108,7 @@ def test_word_split_is_linear_in_the_letters(monkeypatch):
             Counting.lookups += 1
             return super().get(key, default)
 
-    monkeypatch.setattr(_words, "load", lambda: (Counting(costs), known))
+    monkeypatch.setattr(_words, "load", lambda: (Counting(costs), known, lengths))
     counts = []
     for n in (1_000, 8_000):
         Counting.lookups = 0

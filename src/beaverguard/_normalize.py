@@ -27,8 +27,9 @@ guard that mangles ordinary text raises false positives:
    were leet, any word with leet digits that makes a known word is folded too
    ("70" -> "to", "4" -> "a", "7h3" -> "the", but "2024" and "100" stay).
 
-Each step is linear in the text; the word split costs at most
-``_words.MAX_WORD`` look-ups per joined letter.
+Each step is linear in the text: regular expressions that start only where a
+run starts, a Python call only for words with a digit or symbol or for
+spaced-out runs, and a word split of a few look-ups per joined letter.
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ _LEET_TABLE = str.maketrans(_LEET)
 _LEET_UPPER_TABLE = str.maketrans({k: v.upper() for k, v in _LEET.items()})
 # Left alone: an e-mail address, a URL, or a number with a point, comma, colon or times ("3.14", "v1.2",
 # "12:30", "4x4", "1e5"), a percentage or a price ("50%", "$15"). Otherwise a run of letters, digits and
-# leet symbols.
-_LEET_TOKEN = re.compile(r"(\S+@\S+\.\w+|\w+://\S+|www\.\S+|[vV]?\d+(?:[.,:xX]\d+)+|\d+(?:\.\d+)?[eE][+-]?\d+"
-                         r"|\d+%|[$€£]\d+)|([A-Za-z0-9@$!]+)")
+# leet symbols with a digit or symbol in it (plain words never reach Python). Each alternative starts only
+# where a run starts, so a megabyte without a space stays linear.
+_LEET_TOKEN = re.compile(r"((?<!\S)\S+@\S+\.\w+|(?<!\w)\w+://\S+|(?<![\w.])www\.\S+"
+                         r"|(?<![\w.,:])(?:[vV]?\d+(?:[.,:xX]\d+)+|\d+(?:\.\d+)?[eE][+-]?\d+|\d+%)|[$€£]\d+)"
+                         r"|((?<![A-Za-z0-9@$!])[A-Za-z0-9@$!]*[0-9@$!][A-Za-z0-9@$!]*)")
 _NUMERONYM = re.compile(r"[A-Za-z][12]\d[A-Za-z]{1,2}")  # i18n, a11y, l10n (but not n00b, l33t)
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]{8,}")
 _HEXISH = re.compile(r"[0-9a-fA-F]+")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import unicodedata
 from collections.abc import Callable, Iterator
 from functools import cache
 from urllib.parse import unquote_plus
@@ -39,14 +38,16 @@ __all__ = ["MAX_VIEWS", "decoded", "views"]
 MAX_VIEWS = 8          # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
 _MIN_LETTERS = 4       # letters a decoded span must have to count as text
-_NOT_TEXT = frozenset({"Cc", "Cn", "Co", "Cs"})  # control, unassigned, private-use, surrogate code points
+_LETTER = re.compile(r"[^\W\d_]")
+# Control characters (but tab and newlines), and private-use code points: not in text anyone wrote.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\U000f0000-\U0010ffff]")
 
 # Base64 of 9 bytes or more (lines of MIME's wrapping joined), or shorter where padding says it is base64.
 _BASE64 = re.compile(r"(?<![\w+/-])(?:[A-Za-z0-9+/_-]{12,}(?:\r?\n[A-Za-z0-9+/_-]{4,})*={0,2}|[A-Za-z0-9+/]{6,}={1,2})")
 _HEX = re.compile(r"(?<![0-9A-Za-z\\])(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ ,:;-]{0,2}){6,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[^0-9a-fA-F]")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_URL_TOKEN = re.compile(r"\S*%[0-9A-Fa-f]{2}\S*")
+_URL_TOKEN = re.compile(r"(?<!\S)\S*%[0-9A-Fa-f]{2}\S*")  # from a run's start: linear
 _WORDS = re.compile(r"[A-Za-z]{2,}")
 _ROT13 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
                        "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm")
@@ -58,10 +59,8 @@ def _as_text(data: bytes) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    letters = sum(ch.isalpha() for ch in text)
-    if letters < _MIN_LETTERS or letters + text.count(" ") < 0.6 * len(text):
-        return None
-    if any(unicodedata.category(ch) in _NOT_TEXT and ch not in "\t\n\r" for ch in text):
+    letters = len(_LETTER.findall(text))
+    if letters < _MIN_LETTERS or letters + text.count(" ") < 0.6 * len(text) or _NOT_TEXT.search(text):
         return None
     return text
 

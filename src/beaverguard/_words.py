@@ -9,8 +9,8 @@ Why not ``wordsegment.segment`` itself: its bigram search is accurate but takes
 about 50 ms for a 100-letter string, too slow for a guard that must stay well
 under the time of scoring. The dynamic programme below uses the same unigram
 model (a known word costs ``-log p``; an unknown string of length n costs what
-wordsegment charges, ``-log(10 / (total * 10**n))``) at a fixed number of
-look-ups per letter: linear in the text. Without bigrams, web compounds such as
+wordsegment charges, ``-log(10 / (total * 10**n))``) with a few look-ups per
+letter: linear in the text. Without bigrams, web compounds such as
 "howto" or "stockmarket" would beat their parts, so a word that is not in the
 English word list pays ``NOT_ENGLISH`` more (measured on 600 harmful prompts
 with their spaces removed: 57% of them split back exactly without it, 70% with it).
@@ -34,23 +34,30 @@ SHORT_KNOWN = 1_000
 NOT_ENGLISH = 1.5  # extra cost (natural log) of a word that is not in the English word list
 MAX_WORD = 24  # longest word the segmenter tries (wordsegment's own limit)
 _TOTAL = Segmenter.TOTAL  # words in the corpus the counts come from
-_LOG10 = math.log(10)
+# An unknown piece of n letters costs what wordsegment charges, -log(10 / (total * 10**n)).
+_UNKNOWN_WORD, _UNKNOWN_LETTER = math.log(_TOTAL / 10), math.log(10)
 
 
 @cache
-def load() -> tuple[dict[str, float], frozenset[str]]:
-    """The word costs for ``segment`` and the known words for ``is_word``, read once (about 0.3 s)."""
+def load() -> tuple[dict[str, float], frozenset[str], dict[str, tuple[int, ...]]]:
+    """Read once (about 0.5 s): the word costs for ``segment``, the known words for ``is_word``, and for
+    each three-letter start, the lengths of the words that begin with it (3.5 on average)."""
     with open(Segmenter.WORDS_FILENAME, encoding="utf-8") as f:
         english = set(f.read().split())
     costs: dict[str, float] = {}
     with open(Segmenter.UNIGRAMS_FILENAME, encoding="utf-8") as f:
         for _, line in zip(range(SEGMENT_WORDS), f):
             word, _, count = line.partition("\t")
-            costs[word] = math.log(_TOTAL / int(count)) + (0.0 if word in english else NOT_ENGLISH)
+            if len(word) <= MAX_WORD:
+                costs[word] = math.log(_TOTAL / int(count)) + (0.0 if word in english else NOT_ENGLISH)
     ranked = list(costs)
     short = set(ranked[:SHORT_KNOWN])
     known = {w for w in ranked[:KNOWN_WORDS] if w in english and (len(w) > 2 or w in short)}
-    return costs, frozenset(known | {"a", "i"})
+    lengths: dict[str, set[int]] = {}
+    for word in ranked:
+        if len(word) >= 3:
+            lengths.setdefault(word[:3], set()).add(len(word))
+    return costs, frozenset(known | {"a", "i"}), {start: tuple(sorted(ks)) for start, ks in lengths.items()}
 
 
 def is_word(word: str) -> bool:
@@ -58,32 +65,40 @@ def is_word(word: str) -> bool:
     return word.lower() in load()[1]
 
 
-def _unknown_cost(n: int) -> float:
-    return math.log(_TOTAL / 10) + n * _LOG10
-
-
 def segment(letters: str) -> list[str]:
     """Split a run of letters into the most probable words: "makeabomb" -> ["make", "a", "bomb"].
 
     Case is kept ("Ikill" -> ["I", "kill"]); a known word stays whole
-    ("destruction"). Work is at most ``MAX_WORD`` look-ups per letter.
+    ("destruction"). One pass from left to right: the best split of the first
+    ``i`` letters ends either in a known word that started earlier (found by
+    looking up only the lengths that words with these three first letters have,
+    at most ``MAX_WORD``) or in an unknown piece, whose cost grows by one
+    ``_UNKNOWN_LETTER`` a letter.
     """
-    costs = load()[0]
+    costs, _, lengths = load()
     low = letters.lower()
     n = len(low)
-    best = [0.0] * (n + 1)
-    back = [0] * (n + 1)
-    unknown = [_unknown_cost(k) for k in range(MAX_WORD + 1)]
-    for i in range(1, n + 1):
-        cost, length = math.inf, 1
-        for k in range(1, min(MAX_WORD, i) + 1):
-            c = best[i - k] + costs.get(low[i - k:i], unknown[k])
-            if c < cost:
-                cost, length = c, k
-        best[i], back[i] = cost, length
+    best = [0.0] + [math.inf] * n  # cost of the best split of the first i letters
+    word = [0] * (n + 1)           # length of the known word ending at i in it; 0: an unknown piece
+    piece_start = [0] * (n + 1)    # where that unknown piece starts
+    open_cost, open_start = math.inf, 0  # best split whose last piece is unknown and may grow
+    for i in range(n + 1):
+        if i:
+            grow, new = open_cost + _UNKNOWN_LETTER, best[i - 1] + _UNKNOWN_WORD + _UNKNOWN_LETTER
+            open_cost, open_start = (grow, open_start) if grow <= new else (new, i - 1)
+            if open_cost < best[i]:
+                best[i], word[i], piece_start[i] = open_cost, 0, open_start
+        here = best[i]
+        for k in (1, 2, *lengths.get(low[i:i + 3], ())):
+            if i + k > n:
+                break
+            c = costs.get(low[i:i + k])
+            if c is not None and here + c < best[i + k]:
+                best[i + k], word[i + k] = here + c, k
     words = []
     i = n
     while i > 0:
-        words.append(letters[i - back[i]:i])
-        i -= back[i]
+        start = i - word[i] if word[i] else piece_start[i]
+        words.append(letters[start:i])
+        i = start
     return words[::-1]
