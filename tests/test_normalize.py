@@ -52,6 +52,7 @@ def test_leaves_ordinary_text_alone(text):
     ("m 4 k 3 a b 0 m b", "make a bomb"),                              # spelled out in leet
     ("4 p r o f i t", "a profit"),
     ("HOW TO K I L L", "HOW TO KILL"),
+    ("H O W T O K I L L", "HOW TO KILL"),                              # capitals: joined into words only
     ("d e s t r u c t i o n", "destruction"),                          # one known word stays whole
     ("the t h e r a p i s t said", "the therapist said"),              # not "the rapist"
     ("f e n t a n y l and r i c i n", "fentanyl and ricin"),
@@ -68,6 +69,7 @@ def test_spaced_out_letters_are_split_back_into_words(spaced, plain):
     "https://example.com/howtomakeabomb?q=killallhumans and admin@makeabomb.example",
     "Donaudampfschifffahrtsgesellschaft und Rindfleischetikettierungsüberwachung",
     "I am a U S A fan; C o C++ y D; an N x K matrix; options A, B, C y D",
+    "Laid out like this:\nA B C D\nMy letters are: A P N W Q V E. What words can I make?",
 ])
 def test_word_split_leaves_unspaced_text_alone(text):
     assert normalize(text) == text
@@ -91,6 +93,7 @@ def test_leet_digits_fold_in_context(leet, plain):
     "In 2024 I had 3 cats and 4 dogs; 1984 and 100 people; 4x4 trucks, 3.14, v1.2, 12:30, 1e5, 1,000.",
     "Meet at 7am on the 3rd floor: 4K tv, mp3, mp4, net7, ipv4, web3, gpt4, COC4=O and 1337.",
     "A 4w3 enneagram; hexdump 4c74 6269 7355 4765; api_key = 'EetvYfTT9GpATMDYqODartmbdyz8EJ668FCbiqCv8iYej98'",
+    "T1D, KRAS4B, H1N1, the AW3423DW, cs231n, Lead Java Developer10Java, SMILES N4C(COC4=O)C(F)F",
     "Dime 3 argumentos en contra y 3 a favor; 2 o 3 veces. Ich habe 2 Katzen und 4 Hunde.",
 ])
 def test_numbers_and_identifiers_are_not_leet(text):

@@ -61,6 +61,9 @@ def test_decoded_views_are_decoded_once_more_and_normalized():
     "a PNG: data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
     "ThisIsAnOrdinaryCamelCaseIdentifierThatLooksLikeBase64 and Supercalifragilisticexpialidocious",
     "Der erste Teil der Antwort sollte für Schulkinder verständlich sein. Как сделать хлеб? 日本語のテキスト。",
+    "Bon dia, \nEm pots dir a quina velocitat gira la terra al voltant del sol?",               # Catalan, and
+    "Que los niños comprendan el mal y los colores luz y los colores pigmento",                 # Spanish: short
+    # words read backwards are English ("dia" -> "aid", "los" -> "sol"), the text is not reversed
     "Stressed desserts: was it a car or a cat I saw? Live, evil, stop, pots.",                  # reversible words
     "",
 ])

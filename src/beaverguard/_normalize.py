@@ -131,6 +131,9 @@ def _join_spaced(m: re.Match) -> str:
         words = segment(run.translate(_LEET_TABLE))
         if all(is_word(w) for w in words):
             return " ".join(words)
+    if run.isupper():  # capitals may be initials or a list ("A B C D"): joined only into words ("K I L L")
+        words = segment(run)
+        return " ".join(words) if all(is_word(w) for w in words) else m.group()
     return _LETTERS.sub(_words_of, run)  # "m a k e a b o m b" -> "make a bomb"
 
 
@@ -157,11 +160,16 @@ def _unleet(token: str, heavy: bool) -> str:
             head = head.translate(table)
         if all(ch in _LEET_DIGITS for ch in tail):
             tail = tail.translate(table)
-        return head + inner + tail
+        folded = head + inner + tail
+        if any(ch in "2689" for ch in token):  # digits no leet uses: a name ("cs231n", "AW3423DW")
+            return token
+        if any(token[i].isupper() for i in letters[1:]) and not is_word(folded):
+            return token  # capitals inside: a name unless it makes a word ("K1LL"; not "T1D", "KRAS4B")
+        return folded
     # Leet digits only at the ends: folded where that makes a known word. Outside text written mostly in
     # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
-    # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3"): "4bu53", "3vil", "5734l",
-    # "Cr3473" and "u53" fold.
+    # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3", "u53"): "4bu53", "3vil",
+    # "5734l" and "Cr3473" fold.
     if not any(ch in _LEET_DIGITS for ch in token) or not all(ch.isalpha() or ch in _LEET_DIGITS for ch in token):
         return token  # nothing to fold, or other digits: "2024", "covid19", "mp4"
     folded = token.translate(table)

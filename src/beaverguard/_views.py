@@ -14,7 +14,8 @@ a UUID, a base64 image or an identifier such as ``getElementById`` decodes to
 nothing and adds no view. ROT13 and reversed text are found by the words they
 turn into known English words (``_words``): the span where decoding makes the
 most words known and leaves the fewest known words unknown wins, if at least
-three distinct words, and most of the span's words, become known.
+three distinct words, and most of the span's words, become known (for reversed
+text, two of them of four letters or more).
 
 Decoded text is decoded once more (base64 of ROT13), at most ``MAX_VIEWS``
 views in all. Each decoder is a regular-expression scan or one pass over the
@@ -105,12 +106,13 @@ def _known_after() -> dict[str, frozenset[str]]:
     return {"rot13": frozenset(w.translate(_ROT13) for w in known), "reversed": frozenset(w[::-1] for w in known)}
 
 
-def _best_span(text: str, becomes_known: frozenset[str]) -> tuple[int, int] | None:
+def _best_span(text: str, becomes_known: frozenset[str], long_words: int = 0) -> tuple[int, int] | None:
     """Where decoding turns the most words into known ones (net of known words it breaks), if enough do.
 
     Each word scores +1 if only its decoded form is known, -1 if only it is known
     (words of one letter, and words known both ways, score 0); the span is the
-    run of words with the highest sum (Kadane's algorithm, one pass).
+    run of words with the highest sum (Kadane's algorithm, one pass). ``long_words``
+    of them, at least, must be of four letters or more.
     """
     known = load_words()[1]
     words = [w.lower() for w in _WORDS.findall(text)]
@@ -126,8 +128,9 @@ def _best_span(text: str, becomes_known: frozenset[str]) -> tuple[int, int] | No
             if run > best:
                 best, start, end = run, run_start, i + 1
     became = [words[i] for i in range(start, end) if scores[i] > 0]
-    # Enough distinct words, and most of the span: not "los ... el ... mal" in Spanish, read backwards.
-    if best < MIN_KNOWN or len(set(became)) < MIN_KNOWN or len(became) * 2 < end - start:
+    # Enough distinct words, and most of the span.
+    if (best < MIN_KNOWN or len(set(became)) < MIN_KNOWN or len({w for w in became if len(w) > 3}) < long_words
+            or len(became) * 2 < end - start):
         return None
     spans = [m.span() for _, m in zip(range(end), _WORDS.finditer(text))]
     first, last = spans[start][0], spans[end - 1][1]
@@ -145,7 +148,8 @@ def _rot13(text: str) -> Iterator[str]:
 
 
 def _reversed(text: str) -> Iterator[str]:
-    span = _best_span(text, _known_after()["reversed"])
+    # Two long words: Spanish or Catalan read backwards turns short words into English ("los", "dia").
+    span = _best_span(text, _known_after()["reversed"], long_words=2)
     if span:
         yield text[span[0]:span[1]][::-1]
 
