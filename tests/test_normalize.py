@@ -57,6 +57,9 @@ def test_leaves_ordinary_text_alone(text):
     ("the t h e r a p i s t said", "the therapist said"),              # not "the rapist"
     ("f e n t a n y l and r i c i n", "fentanyl and ricin"),
     ("I k i l l e d him", "I killed him"),
+    ("C u a n t a s parejas", "Cuantas parejas"),                      # not made of words: joined, not split
+    ("a mod for V a l l h e i m", "a mod for Vallheim"),
+    ("Z e l e n s k y", "Zelensky"),
 ])
 def test_spaced_out_letters_are_split_back_into_words(spaced, plain):
     assert normalize(spaced) == plain

@@ -14,9 +14,10 @@ guard that mangles ordinary text raises false positives:
 4. Spaced-out letters joined: three or more single characters with the same
    separator between them ("b o m b", "k.i.l.l", "s-e-x"); in text that has
    such runs, pairs too ("t o"). Runs of mixed case or mostly digits stay.
-   What a run joins into is split into words again where it is no known word
-   ("m a k e a b o m b" -> "make a bomb", "I k i l l" -> "I kill"), with
-   the word frequencies of ``_words``; nothing else is ever split.
+   What a run joins into is split into words again where it is made of words
+   ("m a k e a b o m b" -> "make a bomb", "I k i l l" -> "I kill"; but
+   "C u a n t a s" -> "Cuantas"), with the word frequencies of ``_words``;
+   nothing else is ever split.
 5. Leetspeak folded inside words only: a digit or symbol between letters
    ("k1ll", "h@ck", "n00b"), and then the digits at that word's ends
    ("5h00t"); leet digits at the start of a word (and maybe its end) where
@@ -37,7 +38,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from beaverguard._words import MAX_WORD, is_word, segment
+from beaverguard._words import MAX_WORD, is_word, words_in
 
 __all__ = ["normalize"]
 
@@ -128,18 +129,18 @@ def _join_spaced(m: re.Match) -> str:
     run = _unleet(run, heavy=False)
     if any(ch in _LEET_DIGITS for ch in run) and all(ch.isalpha() or ch in _LEET_DIGITS for ch in run):
         # Digits left in a spelled-out run are leet where that makes words: "4 p r o f i t" -> "a profit".
-        words = segment(run.translate(_LEET_TABLE))
-        if all(is_word(w) for w in words):
+        words = words_in(run.translate(_LEET_TABLE))
+        if words:
             return " ".join(words)
     if run.isupper():  # capitals may be initials or a list ("A B C D"): joined only into words ("K I L L")
-        words = segment(run)
-        return " ".join(words) if all(is_word(w) for w in words) else m.group()
+        words = words_in(run)
+        return " ".join(words) if words and all(map(is_word, words)) else m.group()
     return _LETTERS.sub(_words_of, run)  # "m a k e a b o m b" -> "make a bomb"
 
 
 def _words_of(m: re.Match) -> str:
-    """A run of letters that spaced-out text joined into, split into words unless it is one."""
-    return m.group() if is_word(m.group()) else " ".join(segment(m.group()))
+    """A run of letters that spaced-out text joined into, split into words if it is made of words."""
+    return " ".join(words_in(m.group()) or [m.group()])
 
 
 def _unleet(token: str, heavy: bool) -> str:

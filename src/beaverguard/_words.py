@@ -23,7 +23,7 @@ from functools import cache
 
 from wordsegment import Segmenter
 
-__all__ = ["is_word", "load", "segment"]
+__all__ = ["is_word", "load", "segment", "words_in"]
 
 #: How many of the most frequent web words the segmenter knows (rarer ones such as "ricin" are ~70,000th).
 SEGMENT_WORDS = 200_000
@@ -63,6 +63,21 @@ def load() -> tuple[dict[str, float], frozenset[str], dict[str, tuple[int, ...]]
 def is_word(word: str) -> bool:
     """Whether ``word`` (any case) is a common English word: "bomb", "the", "a"; not "ubj", "axa" or "ist"."""
     return word.lower() in load()[1]
+
+
+def words_in(letters: str) -> list[str] | None:
+    """The words a run of letters is made of, or None if it is not made of words.
+
+    "makeabomb" -> ["make", "a", "bomb"]; "destruction" -> ["destruction"]; but
+    "Cuantas" (which would split into "Cu ant as") and "Vallheim" -> None. A piece
+    counts as a word if it is a common English word, or a known web word of four
+    letters or more (a name: "hitler", "google").
+    """
+    if is_word(letters):
+        return [letters]
+    costs = load()[0]
+    words = segment(letters)
+    return words if all(is_word(w) or len(w) > 3 and w.lower() in costs for w in words) else None
 
 
 def segment(letters: str) -> list[str]:
