@@ -18,7 +18,7 @@ from beaverguard._normalize import normalize
     ("k.i.l.l", "kill"),
     ("H o w  t o  m a k e  a  b o m b", "How  to  make  a  bomb"),
     ("b0mb", "bomb"), ("k1ll", "kill"), ("h@ck", "hack"), ("5h00t", "shoot"), ("h4ck3r5", "hackers"),
-    ("K1LL", "KILL"), ("n00b l33t", "noob leet"), ("k!ll", "kill"),
+    ("K1LL", "KILL"), ("n00b l33t", "noob leet"), ("k!ll", "kill"), ("c0de", "code"), ("p@ssw0rd", "password"),
     ("b 0 m b", "bomb"),                                       # spaced and leet together
     ("x\ud800y", "xy"),                                        # lone surrogate
 ])
@@ -97,6 +97,7 @@ def test_leet_digits_fold_in_context(leet, plain):
     "Meet at 7am on the 3rd floor: 4K tv, mp3, mp4, net7, ipv4, web3, gpt4, COC4=O and 1337.",
     "A 4w3 enneagram; hexdump 4c74 6269 7355 4765; api_key = 'EetvYfTT9GpATMDYqODartmbdyz8EJ668FCbiqCv8iYej98'",
     "T1D, KRAS4B, H1N1, the AW3423DW, cs231n, Lead Java Developer10Java, SMILES N4C(COC4=O)C(F)F",
+    "npm install lucy-xp@latest; hexdump 0a0a 6c21; ping user@localhost",
     "Dime 3 argumentos en contra y 3 a favor; 2 o 3 veces. Ich habe 2 Katzen und 4 Hunde.",
 ])
 def test_numbers_and_identifiers_are_not_leet(text):

@@ -164,9 +164,11 @@ def _unleet(token: str, heavy: bool) -> str:
         folded = head + inner + tail
         if any(ch in "2689" for ch in token):  # digits no leet uses: a name ("cs231n", "AW3423DW")
             return token
-        if any(token[i].isupper() for i in letters[1:]) and not is_word(folded):
-            return token  # capitals inside: a name unless it makes a word ("K1LL"; not "T1D", "KRAS4B")
-        return folded
+        # A name unless it makes a word: capitals inside ("K1LL", not "T1D" or "KRAS4B"), hex ("c0de", not
+        # "0a0a"), a symbol ("h@ck", not "pkg@latest").
+        name = (any(token[i].isupper() for i in letters[1:]) or _HEXISH.fullmatch(token)
+                or any(ch in "@$!" for ch in token))
+        return token if name and not is_word(folded) else folded
     # Leet digits only at the ends: folded where that makes a known word. Outside text written mostly in
     # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
     # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3", "u53"): "4bu53", "3vil",
