@@ -1,4 +1,8 @@
-"""``guard.wrap(...)`` as a LangChain runnable, on langchain-core's own fake chat models."""
+"""The guarded runnable (``GuardedRunnable``) around chat models and chains, on langchain-core's own fake models.
+
+``guard.wrap(chat_model)`` returns the guarded chat model (tests/test_langchain_chat_model.py); the
+runnable still guards chains and callables, and chat models where it is built directly, as here.
+"""
 
 import json
 
@@ -14,6 +18,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from beaverguard import GuardBlocked
+from beaverguard.langchain import GuardedRunnable
 
 REWRITE_INPUT = ("input:\n  default: {action: rewrite}\n  unsafe: {action: rewrite}\n"
                  "  rewrite: 'SAFE MODE ({categories}): {prompt}'\n")
@@ -56,7 +61,7 @@ def text(chunks) -> str:
 
 async def test_allowed_request_passes_through_every_entry_point(guard):
     reply = "here is a bread recipe with flour and water"
-    wrapped = guard.wrap(model_saying(*[reply] * 4))
+    wrapped = GuardedRunnable(guard, model_saying(*[reply] * 4))
     assert (out := wrapped.invoke("how do i make bread")) == AIMessage(content=reply, id=out.id)
     assert isinstance(out, AIMessage) and out.content == reply
     assert (await wrapped.ainvoke("how do i make bread")).content == reply
@@ -85,7 +90,7 @@ async def outputs(wrapped, call: str, value, config) -> list:
 async def test_blocked_input_never_reaches_the_model(guard, call):
     model = model_saying()  # any call would raise: it has nothing to say
     rec = Recorder()
-    wrapped = guard.wrap(model)
+    wrapped = GuardedRunnable(guard, model)
     config = {"callbacks": [rec]}
     prompt = "how do i make a bomb"
     out = await outputs(wrapped, call, [prompt, "kill him"] if "batch" in call else prompt, config)
@@ -98,7 +103,7 @@ async def test_blocked_input_never_reaches_the_model(guard, call):
 async def test_rewritten_input_reaches_the_model_rewritten(make_guard, call):
     guard = make_guard(REWRITE_INPUT)
     rec = Recorder()
-    wrapped = guard.wrap(model_saying("here is a cake recipe"))
+    wrapped = GuardedRunnable(guard, model_saying("here is a cake recipe"))
     messages = [SystemMessage("be brief"), HumanMessage("how do i make a bomb")]
     config = {"callbacks": [rec]}
     assert text(await outputs(wrapped, call, messages, config)) == "here is a cake recipe"
@@ -111,17 +116,17 @@ async def test_rewritten_input_reaches_the_model_rewritten(make_guard, call):
 
 async def test_unsafe_response_is_replaced_in_invoke_and_keeps_its_type(make_guard):
     blocking = make_guard()
-    out = blocking.wrap(model_saying("you could poison them")).invoke("bread please")
+    out = GuardedRunnable(blocking, model_saying("you could poison them")).invoke("bread please")
     assert type(out) is AIMessage and out.content == blocking.policy.blocked_message
     rewriting = make_guard(REWRITE_OUTPUT)
-    out = await rewriting.wrap(model_saying("you could poison them")).ainvoke("bread please")
+    out = await GuardedRunnable(rewriting, model_saying("you could poison them")).ainvoke("bread please")
     assert type(out) is AIMessage and out.content.startswith("Withheld: ") and "poison" not in out.content
 
 
 async def test_unsafe_response_is_cut_in_astream(make_guard):
     guard = make_guard("streaming: {chunk_chars: 16, overlap_chars: 4}\n")
     reply = "here is some bread for you and then poison the water of the town today"
-    chunks = [c async for c in guard.wrap(model_saying(reply)).astream("bread please")]
+    chunks = [c async for c in GuardedRunnable(guard, model_saying(reply)).astream("bread please")]
     assert all(type(c) is AIMessageChunk for c in chunks)
     released = text(chunks[:-1])
     assert reply.startswith(released) and "poison" not in released
@@ -130,7 +135,7 @@ async def test_unsafe_response_is_cut_in_astream(make_guard):
 
 async def test_batch_and_abatch_guard_each_item(guard):
     rec = Recorder()
-    wrapped = guard.wrap(FakeListChatModel(responses=["bread reply", "you could steal it"]))
+    wrapped = GuardedRunnable(guard, FakeListChatModel(responses=["bread reply", "you could steal it"]))
     out = wrapped.batch(["bread please", "how to make a bomb", "cake please"],
                         {"callbacks": [rec], "max_concurrency": 1})
     assert [type(m) for m in out] == [AIMessage] * 3
@@ -138,7 +143,7 @@ async def test_batch_and_abatch_guard_each_item(guard):
     assert len(rec.models) == 2  # the bomb prompt never reached the model
 
     rec = Recorder()
-    wrapped = guard.wrap(FakeMessagesListChatModel(responses=[AIMessage("cake reply")]))
+    wrapped = GuardedRunnable(guard, FakeMessagesListChatModel(responses=[AIMessage("cake reply")]))
     out = await wrapped.abatch(["cake please", "kill", "bread please"], {"callbacks": [rec]})
     assert [m.content for m in out] == ["cake reply", guard.policy.blocked_message, "cake reply"]
     assert len(rec.models) == 2
@@ -149,7 +154,7 @@ async def test_batch_and_abatch_guard_each_item(guard):
 async def test_prompt_template_guard_and_parser_compose(guard):
     prompt = ChatPromptTemplate.from_messages([("system", "be brief"), ("human", "{q}")])
     reply = "mix flour and water then bake the bread"
-    chain = prompt | guard.wrap(model_saying(*[reply] * 6)) | StrOutputParser()
+    chain = prompt | GuardedRunnable(guard, model_saying(*[reply] * 6)) | StrOutputParser()
     assert chain.invoke({"q": "how do i make bread"}) == reply
     assert await chain.ainvoke({"q": "how do i make bread"}) == reply
     parts = list(chain.stream({"q": "how do i make bread"}))
@@ -164,7 +169,7 @@ async def test_prompt_value_is_rewritten_in_its_own_shape(make_guard):
     guard = make_guard(REWRITE_INPUT)
     rec = Recorder()
     chain = ChatPromptTemplate.from_messages([("system", "be brief"), ("human", "{q}")]) \
-        | guard.wrap(model_saying("fine")) | StrOutputParser()
+        | GuardedRunnable(guard, model_saying("fine")) | StrOutputParser()
     assert chain.invoke({"q": "steal a car"}, {"callbacks": [rec]}) == "fine"
     [seen] = rec.models
     assert seen["messages"][0].content == "be brief"
@@ -176,7 +181,7 @@ async def test_prompt_value_is_rewritten_in_its_own_shape(make_guard):
 @pytest.mark.parametrize("call", ["invoke", "ainvoke", "stream", "astream"])
 async def test_callbacks_tags_and_metadata_pass_to_the_model_as_a_child_run(guard, call):
     rec = Recorder()
-    wrapped = guard.wrap(model_saying("bread is nice"))
+    wrapped = GuardedRunnable(guard, model_saying("bread is nice"))
     before = dict(vars(wrapped))
     config = {"callbacks": [rec], "tags": ["t-outer"], "metadata": {"user": "u1"}}
     await outputs(wrapped, call, "bread", config)
@@ -190,7 +195,7 @@ async def test_callbacks_tags_and_metadata_pass_to_the_model_as_a_child_run(guar
 
 def test_run_name_applies_to_the_guarded_run_only(guard):
     rec = Recorder()
-    guard.wrap(model_saying("bread")).invoke("bread", {"callbacks": [rec], "run_name": "my-guard"})
+    GuardedRunnable(guard, model_saying("bread")).invoke("bread", {"callbacks": [rec], "run_name": "my-guard"})
     assert [c["name"] for c in rec.chains] == ["my-guard"]
     assert len(rec.models) == 1 and rec.models[0]["parent"] == rec.chains[0]["run_id"]
 
@@ -201,7 +206,7 @@ def test_run_name_applies_to_the_guarded_run_only(guard):
 async def test_raise_on_block_propagates_and_reports_a_chain_error(make_guard, call):
     guard = make_guard("raise_on_block: true\n")
     rec = Recorder()
-    wrapped = guard.wrap(model_saying())
+    wrapped = GuardedRunnable(guard, model_saying())
     config = {"callbacks": [rec]}
     with pytest.raises(GuardBlocked) as err:
         await outputs(wrapped, call, "kill", config)
@@ -213,7 +218,7 @@ async def test_raise_on_block_propagates_and_reports_a_chain_error(make_guard, c
 async def test_raise_on_block_on_the_output_rail(make_guard, call):
     guard = make_guard("raise_on_block: true\nstreaming: {chunk_chars: 16, overlap_chars: 0}\n")
     rec = Recorder()
-    wrapped = guard.wrap(model_saying("bread is made of flour and then you kill them all"))
+    wrapped = GuardedRunnable(guard, model_saying("bread is made of flour and then you kill them all"))
     seen = []
     with pytest.raises(GuardBlocked) as err:
         if call == "invoke":
@@ -280,7 +285,7 @@ async def test_tool_messages_do_not_crash(guard):
         ToolMessage("sunny and nice", tool_call_id="call-1"),
     ]
     rec = Recorder()
-    out = await guard.wrap(model_saying("it is sunny")).ainvoke(history, {"callbacks": [rec]})
+    out = await GuardedRunnable(guard, model_saying("it is sunny")).ainvoke(history, {"callbacks": [rec]})
     assert out.content == "it is sunny" and rec.models[0]["messages"] == history
     assert await guard.run(lambda m: "it is sunny", [ToolMessage("kill", tool_call_id="c")]) == \
         guard.policy.blocked_message  # no user turn: the last message is judged
@@ -292,7 +297,7 @@ async def test_a_dict_without_content_is_refused_not_judged_empty(guard):
 
 
 async def test_stream_audits_one_output_record_with_the_input_record(guard, tmp_path):
-    [c async for c in guard.wrap(model_saying("bread is nice")).astream("bread")]
+    [c async for c in GuardedRunnable(guard, model_saying("bread is nice")).astream("bread")]
     guard.close()
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [r["rail"] for r in records] == ["input", "output"]

@@ -212,34 +212,51 @@ def _synthetic(seed: int = 5) -> tuple[list[Row], np.ndarray]:
     return rows, np.array(probs)
 
 
-def test_calibrate_follows_its_documented_rules() -> None:
+def test_calibrate_meets_the_decisions_budget_per_family() -> None:
+    from beaverguard.training.calibrate import Budget
+
     rows, probs = _synthetic()
-    out = calibrate(rows, probs, max_fpr_output=0.10, max_fpr_input=0.05, max_added_fpr=0.005)
+    families = {"beavertails-30k_test": "qa_beavertails", "toxicchat-test": "chat"}
+    budgets = {"output": Budget({"qa_beavertails": 0.10}, "f1", ("qa_beavertails",)),
+               "input": Budget({"chat": 0.05}, "recall")}
+    report: dict = {}
+    out = calibrate(rows, probs, families=families, budgets=budgets, report=report)
     assert set(out) == {"input", "output"}
     for rail in out.values():
         assert set(rail) == set(LABELS)
         assert all(0.01 <= t <= 0.99 for t in rail.values())
-
     qa = np.array([r.response is not None for r in rows])
     y = np.array([not r.is_safe for r in rows])
-    unsafe = probs[:, -1]
-    # Output rail: best F1 among thresholds within the false-positive budget.
-    t_out = out["output"]["unsafe"]
-    assert binary(y[qa], unsafe[qa], t_out).fpr <= 0.10 + 1 / (~y[qa]).sum()
-    best = max(binary(y[qa], unsafe[qa], c).f1 for c in np.unique(unsafe[qa])
-               if binary(y[qa], unsafe[qa], c).fpr <= 0.10)
-    assert binary(y[qa], unsafe[qa], t_out).f1 == pytest.approx(best, abs=0.01)
-    # Input rail: flags at most 5% of the safe prompts (one row of slack for rounding).
-    safe_prompts = ~qa & ~y
-    assert np.mean(unsafe[safe_prompts] >= out["input"]["unsafe"]) <= 0.05 + 1 / safe_prompts.sum()
-    assert np.mean(unsafe[safe_prompts] >= out["input"]["unsafe"]) >= 0.05 - 1 / safe_prompts.sum()
-    # Categories: separate their own rows, and add at most 0.5% false positives to what unsafe lets through.
+    for rail, sel, budget in (("output", qa, 0.10), ("input", ~qa, 0.05)):
+        t = np.array([out[rail][k] for k in LABELS])
+        flagged = (probs[sel] >= t).any(axis=1)  # the decision: any rule firing
+        safe = ~y[sel]
+        assert flagged[safe].mean() <= budget + 1e-9  # the union, not each label, meets the budget
+        assert report[rail]["within_budget"] and report[rail]["fpr"]
+        # and not by flagging nothing: at least as many unsafe rows are caught as by `unsafe` alone in budget
+        u = probs[sel, -1]
+        alone = max(np.mean(u[~safe] >= c) for c in np.unique(u) if np.mean(u[safe] >= c) <= budget)
+        assert flagged[~safe].mean() >= alone - 1e-9
+    # Categories still separate their own rows.
     for key in (VIOLENCE, PRIVACY):
-        i, t = LABELS.index(key), out["output"][key]
+        i = LABELS.index(key)
         has = np.array([bool(r.categories) and key in r.categories for r in rows])
-        assert binary(has[qa], probs[qa, i], t).recall > 0.9
-        passed = qa & ~y & (unsafe < t_out)
-        assert np.mean(probs[passed, i] >= t) <= 0.005 + 1 / passed.sum()
+        assert binary(has[qa], probs[qa, i], out["output"][key]).recall > 0.8
+
+
+def test_calibrate_a_label_union_that_overshoots_is_pulled_back() -> None:
+    """Each label alone within budget, their union not: the decision's calibration must raise thresholds."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    rows = [Row(f"p{i}", None, i % 2 == 0, None, "toxicchat-test") for i in range(n)]
+    y = np.array([not r.is_safe for r in rows])
+    probs = rng.uniform(0, 0.6, size=(n, len(LABELS)))
+    probs[y] += 0.4  # unsafe rows score higher on every label
+    out = calibrate(rows, probs)  # default budget: 4% of ordinary chat
+    t = np.array([out["input"][k] for k in LABELS])
+    assert (probs[~y] >= t).any(axis=1).mean() <= 0.04
+    per_label = (probs[~y] >= np.quantile(probs[~y], 0.96, axis=0)).any(axis=1).mean()
+    assert per_label > 0.2  # what separately calibrated labels would have flagged
 
 
 def test_calibrate_without_qa_pairs_keeps_the_output_default() -> None:
@@ -247,7 +264,7 @@ def test_calibrate_without_qa_pairs_keeps_the_output_default() -> None:
     probs = np.tile(np.linspace(0.05, 0.95, 40)[:, None], (1, len(LABELS)))
     out = calibrate(rows, probs)
     assert out["output"]["unsafe"] == 0.5
-    assert np.mean(probs[[r.is_safe for r in rows], -1] >= out["input"]["unsafe"]) <= 0.05 + 1 / 30
+    assert np.mean(probs[[r.is_safe for r in rows], -1] >= out["input"]["unsafe"]) <= 0.04 + 1 / 30
 
 
 def test_splits_only_writes_whole_splits_with_safe_prompts_added(tmp_path: Path) -> None:

@@ -14,16 +14,35 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from beaverguard._policy import AuditPolicy
 from beaverguard._types import Decision
 
-__all__ = ["Auditor", "record"]
+__all__ = ["Auditor", "record", "audit_context"]
 
 logger = logging.getLogger("beaverguard.audit")
+_context: ContextVar[Mapping[str, Any]] = ContextVar("beaverguard_audit_context", default=MappingProxyType({}))
+
+
+@contextmanager
+def audit_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every audit record of the decisions made inside this block.
+
+    For what the caller knows and the guard does not, such as an agent's thread
+    id. A context variable follows the code that decides (its thread, its task)
+    and nothing else, so concurrent requests keep their own fields.
+    """
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 def _content(text: str | None, mode: str) -> str | None:
@@ -50,6 +69,7 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
         rec["prompt"] = _content(prompt, policy.content)
         if decision.rail == "output":
             rec["response"] = _content(response, policy.content)
+    rec.update(_context.get())
     rec.update(decision.extra)
     return rec
 

@@ -117,7 +117,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
                 return
             a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
             # aclosing: a consumer that stops early closes the handler's stream and writes the record now
-            async with aclosing(aguard_stream(guard, prompt_of(prompt), func(*a, **k), rid)) as chunks:
+            async with aclosing(aguard_stream(guard, prompt, func(*a, **k), rid)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         return agen_wrapper
@@ -132,7 +132,7 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
                 yield guard.blocked_reply(verdict)
                 return
             a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
-            yield from guard_stream(guard, prompt_of(prompt), func(*a, **k), rid)
+            yield from guard_stream(guard, prompt, func(*a, **k), rid)
         return gen_wrapper
 
     if inspect.iscoroutinefunction(kind):

@@ -4,6 +4,14 @@ Layout (the same in training and scoring): a prompt alone is one sequence,
 ``[CLS] prompt [SEP]``; a prompt with a response is a BERT sentence pair,
 ``[CLS] prompt [SEP] response [SEP]`` with token types 0 and 1.
 
+A conversation puts its earlier turns before the prompt, each turn marked with
+its role as the model directory's ``beaverguard.json`` declares (``conversation``:
+``{"roles": {"user": "user:", ...}, "separator": "\n"}``); the last user turn is
+marked too. A single-turn prompt is rendered bare, as before. Models that declare
+no conversation layout see the earlier turns as plain text before the prompt.
+Earlier turns fill only the room the prompt leaves in the window, newest first:
+what does not fit is dropped from the oldest end.
+
 Text longer than the model's window is not truncated away: it is cut into
 overlapping windows, each scored, so harmful text late in a long message is
 still seen. A response's windows each carry the end of the prompt (the question
@@ -18,10 +26,43 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-__all__ = ["Encoder", "Window"]
+__all__ = ["Encoder", "Window", "Conversation", "Turns"]
 
 #: (token ids, token type ids) of one model input.
 Window = tuple[list[int], list[int]]
+#: Earlier turns of a conversation, oldest first: (role, text) pairs.
+Turns = Sequence[tuple[str, str]]
+
+
+class Conversation:
+    """How a model wants earlier turns laid out: role markers and a separator (from ``beaverguard.json``).
+
+    ``Conversation.plain()`` is the fallback for models that declare none: turns
+    joined with newlines, no markers.
+    """
+
+    def __init__(self, roles: dict[str, str] | None = None, separator: str = "\n") -> None:
+        self.roles = dict(roles or {})
+        self.separator = separator
+
+    @classmethod
+    def plain(cls) -> Conversation:
+        return cls()
+
+    def marker(self, role: str) -> str:
+        role = "user" if role == "human" else "assistant" if role == "ai" else role
+        return self.roles.get(role, self.roles.get("user", "")) if self.roles else ""
+
+    def turn(self, role: str, text: str) -> str:
+        marker = self.marker(role)
+        return f"{marker} {text}" if marker else text
+
+    def render(self, context: Turns, prompt: str) -> tuple[str, str]:
+        """(earlier turns as one text, the prompt as the model sees it); both bare without context."""
+        if not context:
+            return "", prompt
+        before = self.separator.join(self.turn(role, text) for role, text in context)
+        return before + self.separator, self.turn("user", prompt)
 
 PROMPT_CONTEXT = 64  # prompt tokens kept beside each window of a long response
 OVERLAP = 32         # tokens shared by neighbouring windows
@@ -30,8 +71,10 @@ OVERLAP = 32         # tokens shared by neighbouring windows
 class Encoder:
     """Tokenize exchanges into windows of at most ``max_length`` tokens."""
 
-    def __init__(self, tokenizer_file: str | Path, max_length: int) -> None:
+    def __init__(self, tokenizer_file: str | Path, max_length: int,
+                 conversation: Conversation | None = None) -> None:
         self.max_length = max_length
+        self.conversation = conversation or Conversation.plain()
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
@@ -43,26 +86,49 @@ class Encoder:
         self._truncating.no_padding()
         self._truncating.enable_truncation(max_length=max_length, strategy="longest_first")
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str | None]) -> list[Encoding]:
-        """Encode exchanges truncated to one window each (the training layout)."""
+    def encode(self, prompts: Sequence[str], responses: Sequence[str | None],
+               contexts: Sequence[Turns] | None = None) -> list[Window | Encoding]:
+        """Encode exchanges truncated to one window each (the training layout).
+
+        Exchanges with earlier turns are laid out exactly as :meth:`windows` lays
+        them out (their first window), so training sees what scoring sees.
+        """
+        contexts = contexts or [()] * len(prompts)
         inputs = [p if r is None else (p, r) for p, r in zip(prompts, responses)]
-        return self._truncating.encode_batch(inputs)
+        out: list[Window | Encoding] = list(self._truncating.encode_batch(
+            [x for x, c in zip(inputs, contexts) if not c]))
+        with_context = [i for i, c in enumerate(contexts) if c]
+        if not with_context:
+            return out
+        firsts = self.windows([prompts[i] for i in with_context], [responses[i] for i in with_context],
+                              contexts=[contexts[i] for i in with_context])
+        merged: list[Window | Encoding] = []
+        plain, ctx = iter(out), iter(firsts)
+        for c in contexts:
+            merged.append(next(ctx)[0] if c else next(plain))
+        return merged
 
     def windows(self, prompts: Sequence[str], responses: Sequence[str | None],
-                max_tokens: int | None = None) -> list[list[Window]]:
+                max_tokens: int | None = None, contexts: Sequence[Turns] | None = None) -> list[list[Window]]:
         """Windows of each exchange, at least one each; ``max_tokens`` caps the text scored.
 
         One tokenizer pass per exchange: what fits in the model's window (the usual
         case) is used as the tokenizer laid it out; longer text is cut into windows
-        from the same tokens.
+        from the same tokens. ``contexts``: the earlier turns of each exchange.
         """
-        inputs = [p if r is None else (p, r) for p, r in zip(prompts, responses)]
+        contexts = contexts or [()] * len(prompts)
+        rendered = [self.conversation.render(c, p) for c, p in zip(contexts, prompts)]
+        inputs = [p if r is None else (p, r) for (_, p), r in zip(rendered, responses)]
+        befores = [b for b, _ in rendered if b]
+        before_ids = iter(e.ids for e in self.tokenizer.encode_batch_fast(befores, add_special_tokens=False))
         out = []
         # encode_batch_fast: no character offsets, which scoring never uses (~15% less tokenizing time)
-        for enc, response in zip(self.tokenizer.encode_batch_fast(inputs), responses):
+        for enc, response, (before, _) in zip(self.tokenizer.encode_batch_fast(inputs), responses, rendered):
             ids = enc.ids  # each read of .ids builds a new list
             special = 2 if response is None else 3
-            if len(ids) <= self.max_length and (max_tokens is None or len(ids) - special <= max_tokens):
+            earlier = next(before_ids) if before else []
+            if not earlier and len(ids) <= self.max_length and (
+                    max_tokens is None or len(ids) - special <= max_tokens):
                 out.append([(ids, enc.type_ids)])
                 continue
             seq = enc.sequence_ids
@@ -70,8 +136,20 @@ class Encoder:
             r = [t for t, s in zip(ids, seq) if s == 1]
             if max_tokens is not None:
                 p, r = p[:max_tokens], r[:max_tokens]
+            if earlier:
+                p = self._with_context(earlier, p, r, response is not None)
             out.append(self._prompt_windows(p) if response is None else self._pair_windows(p, r))
         return out
+
+    def _with_context(self, earlier: list[int], p: list[int], r: list[int], pair: bool) -> list[int]:
+        """The prompt's tokens preceded by as many of the newest earlier-turn tokens as the window has room for."""
+        if pair:
+            room = min(PROMPT_CONTEXT, self.max_length // 4) if len(p) + len(r) + 3 > self.max_length \
+                else self.max_length - 3 - len(r)
+        else:
+            room = self.max_length - 2
+        room -= len(p)
+        return (earlier[-room:] if room > 0 else []) + p
 
     def _prompt_windows(self, p: list[int]) -> list[Window]:
         size = self.max_length - 2

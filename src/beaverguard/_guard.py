@@ -22,7 +22,7 @@ from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, plan
 from beaverguard._decision import decide, threshold
 from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
-from beaverguard._messages import prompt_of, text_of, with_prompt, with_text
+from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy
@@ -197,32 +197,41 @@ class Guard:
     # -- checking ---------------------------------------------------------------------------
 
     async def check_input(self, prompt: Any, *, request_id: str | None = None) -> Decision:
-        """Judge a prompt (a string, messages, or a PromptValue) on the input rail."""
-        text = prompt_of(prompt)
+        """Judge a prompt (a string, messages, or a PromptValue) on the input rail.
+
+        For messages, the conversation is judged: the last user message with up to
+        the rail's ``context_turns`` earlier turns.
+        """
+        exchange = self.exchange("input", prompt)
         start = time.perf_counter()
-        scores, error = await self._ascore("input", Exchange(text))
-        return self._conclude("input", text, None, scores, error, start, request_id)
+        scores, error = await self._ascore("input", exchange)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id)
 
     async def check_output(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
-        """Judge a response together with its prompt (BeaverTails QA moderation)."""
-        text, reply = prompt_of(prompt), text_of(response)
+        """Judge a response together with its prompt and the turns before it (BeaverTails QA moderation)."""
+        exchange = self.exchange("output", prompt, response)
         start = time.perf_counter()
-        scores, error = await self._ascore("output", Exchange(text, reply))
-        return self._conclude("output", text, reply, scores, error, start, request_id)
+        scores, error = await self._ascore("output", exchange)
+        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id)
 
     def check_input_sync(self, prompt: Any, *, request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_input`, for code without an event loop."""
-        text = prompt_of(prompt)
+        exchange = self.exchange("input", prompt)
         start = time.perf_counter()
-        scores, error = self._score_sync("input", Exchange(text))
-        return self._conclude("input", text, None, scores, error, start, request_id)
+        scores, error = self._score_sync("input", exchange)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id)
 
     def check_output_sync(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_output`."""
-        text, reply = prompt_of(prompt), text_of(response)
+        exchange = self.exchange("output", prompt, response)
         start = time.perf_counter()
-        scores, error = self._score_sync("output", Exchange(text, reply))
-        return self._conclude("output", text, reply, scores, error, start, request_id)
+        scores, error = self._score_sync("output", exchange)
+        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id)
+
+    def exchange(self, rail: Rail, prompt: Any, response: Any = None) -> Exchange:
+        """What a rail scores: the last user message, its earlier turns (up to ``context_turns``), the reply."""
+        context, text = conversation_of(prompt, self.policy.rail(rail).context_turns)
+        return Exchange(text, None if rail == "input" else text_of(response), context)
 
     def score_many(self, exchanges: list[Exchange], *, progress: Callable[[int], None] | None = None,
                    chunk: int = 256) -> list[Scores]:
@@ -266,9 +275,17 @@ class Guard:
         return self.apply_output(reply, self.check_output_sync(prompt, reply, request_id=request_id))
 
     def wrap(self, runnable: Any) -> Any:
-        """A LangChain ``Runnable`` that guards ``runnable`` (a chat model, chain or callable)."""
-        from beaverguard.langchain import GuardedRunnable
+        """Guard ``runnable`` for LangChain: a chat model, a chain or a callable.
 
+        A chat model comes back as a guarded chat model (a ``BaseChatModel`` that
+        binds tools, for agents); anything else as a guarded ``Runnable``.
+        """
+        from langchain_core.language_models import BaseChatModel
+
+        from beaverguard.langchain import GuardedChatModel, GuardedRunnable
+
+        if isinstance(runnable, BaseChatModel):
+            return GuardedChatModel(guard=self, inner=runnable)
         return GuardedRunnable(guard=self, inner=runnable)
 
     def protect(self, func: Callable | None = None, *, prompt_arg: str | None = None) -> Any:

@@ -15,9 +15,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["prompt_of", "with_prompt", "text_of", "with_text"]
+__all__ = ["prompt_of", "conversation_of", "with_prompt", "text_of", "with_text"]
 
 _USER_ROLES = {"user", "human"}
+_ROLE_NAMES = {"human": "user", "ai": "assistant", "developer": "system", "function": "tool"}
 
 
 def _is_text(block: Any) -> bool:
@@ -79,6 +80,37 @@ def prompt_of(value: Any) -> str:
     if messages:  # no user message: judge the last one, whatever its role
         return _content_text(_role_and_content(messages[-1])[1])
     raise ValueError("empty message list: there is no prompt to judge")
+
+
+def conversation_of(value: Any, turns: int | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
+    """(earlier turns, prompt): the last user message, and up to ``turns`` messages before it.
+
+    Earlier turns are ``(role, text)`` pairs, oldest first, with roles named
+    ``user``, ``assistant`` or ``tool``; an assistant turn's tool calls are part of
+    its text. System messages are left out: they are the application's own
+    instructions, not what a user asked, and a long one would crowd the user's
+    turns out of the window. Messages after the last user message (an agent's
+    tool calls and results) are not part of the prompt's context either: they are
+    judged on their own rails. A string has no earlier turns.
+    """
+    prompt = prompt_of(value)
+    messages = None if isinstance(value, str) else _messages(value)
+    if not messages or turns == 0:
+        return (), prompt
+    last = max((i for i, m in enumerate(messages) if _role_and_content(m)[0] in _USER_ROLES), default=len(messages) - 1)
+    context = []
+    for message in messages[max(0, last - turns) if turns is not None else 0:last]:
+        role, content = _role_and_content(message)
+        role = _ROLE_NAMES.get(role, role) or "user"
+        if role == "system":
+            continue
+        text = _content_text(content)
+        if role != "user":
+            calls = _tool_calls_text(message)
+            text = f"{text}\n{calls}" if text and calls else text or calls
+        if text:
+            context.append((role, text))
+    return tuple(context), prompt
 
 
 def _new_content(content: Any, text: str) -> Any:

@@ -21,7 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from beaverguard._categories import LABELS
-from beaverguard._encoding import Encoder
+from beaverguard._encoding import Conversation, Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
@@ -69,6 +69,9 @@ class ModelSpec:
     #: False when a row's scores depend on the other rows of its run (int8 with dynamic
     #: activation quantization: one scale per run), so rows must run alone.
     batch_invariant: bool = True
+    #: How earlier conversation turns are laid out (role markers, separator); None: the model
+    #: was not trained on conversations, and sees earlier turns as plain text before the prompt.
+    conversation: Mapping[str, object] | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> ModelSpec:
@@ -83,7 +86,10 @@ class ModelSpec:
             raw = json.loads((path / "beaverguard.json").read_text())
             spec = cls(path, raw["name"], tuple(raw["labels"]), int(raw["max_length"]),
                        {rail: dict(raw["thresholds"][rail]) for rail in ("input", "output")},
-                       dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)))
+                       dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)),
+                       raw.get("conversation"))
+            if spec.conversation is not None:
+                Conversation(**spec.conversation)  # a malformed layout fails here, not at the first request
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path / 'beaverguard.json'} is not a valid model config ({exc!r}); {fix}") from exc
         if spec.labels != LABELS:
@@ -205,14 +211,16 @@ class OnnxScorer:
         # verdict must not depend on what else was in flight.
         self.batch_size = batch_size or default_batch_size(self.on_gpu, self.batch_invariant)
         self.input_names = {i.name for i in self.session.get_inputs()}
-        self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length)
+        layout = Conversation(**self.spec.conversation) if self.spec.conversation else Conversation.plain()
+        self.encoder = Encoder(self.spec.path / "tokenizer.json", self.spec.max_length, layout)
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
         """Probabilities per label for each exchange: the maximum over its views and their windows."""
         if not exchanges:
             return []
         owners, seen = self.seen(exchanges)
-        per_exchange = self.encoder.windows([e.prompt for e in seen], [e.response for e in seen], self.max_tokens)
+        per_exchange = self.encoder.windows([e.prompt for e in seen], [e.response for e in seen], self.max_tokens,
+                                            [e.context for e in seen])
         owners = np.repeat(owners, [len(w) for w in per_exchange])
         windows = [w for ws in per_exchange for w in ws]
         probs = self.run_windows(windows)
@@ -224,15 +232,17 @@ class OnnxScorer:
         """Each exchange as the model sees it, once per view, with the index of the exchange it came from.
 
         First the exchange prepared; then each decoded view of the prompt with the
-        response, and the prompt with each decoded view of the response.
+        response, and the prompt with each decoded view of the response. Earlier
+        turns are prepared and go with every view.
         """
         owners, seen = [], []
         for i, e in enumerate(exchanges):
             prompts = self.views(e.prompt)
             responses = [None] if e.response is None else self.views(e.response)
+            context = tuple((role, self.prepare(text)) for role, text in e.context)
             for p, r in [*((p, responses[0]) for p in prompts), *((prompts[0], r) for r in responses[1:])]:
                 owners.append(i)
-                seen.append(replace(e, prompt=p, response=r))
+                seen.append(replace(e, prompt=p, response=r, context=context))
         return owners, seen
 
     def views(self, text: str) -> list[str]:

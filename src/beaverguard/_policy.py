@@ -57,6 +57,9 @@ class RailPolicy(_Strict):
     rewrite: str | None = Field(None, description=(
         "Rewrite template. Input: what the prompt becomes ({prompt}, {categories}). "
         "Output: the reply that replaces the response ({categories})."))
+    context_turns: int = Field(6, ge=0, description=(
+        "Earlier turns of a conversation scored with the last user message (as many as fit the "
+        "model's window, newest first); 0: the last user message alone."))
 
     @field_validator("rewrite")
     @classmethod

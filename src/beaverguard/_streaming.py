@@ -45,9 +45,10 @@ __all__ = ["StreamCheck", "guard_stream", "aguard_stream"]
 class StreamCheck:
     """State of one streamed response: what arrived, what was checked, what went out."""
 
-    def __init__(self, guard: Guard, prompt: str, request_id: str) -> None:
+    def __init__(self, guard: Guard, prompt: Any, request_id: str) -> None:
         self.guard = guard
-        self.prompt = prompt
+        self._exchange = guard.exchange("output", prompt, "")  # the prompt, and its earlier turns
+        self.prompt = self._exchange.prompt
         self.request_id = request_id
         self.settings = guard.policy.streaming
         self.enabled = guard.policy.output.enabled
@@ -96,7 +97,7 @@ class StreamCheck:
             self._submit()
 
     def _submit(self) -> None:
-        future = self.guard._batcher.submit([Exchange(self.prompt, self._tail)])[0]
+        future = self.guard._batcher.submit([Exchange(self.prompt, self._tail, self._exchange.context)])[0]
         self.pending = (self.length, future)
 
     def settle(self, scores: dict[str, float], error: str | None) -> None:
@@ -178,7 +179,7 @@ class StreamCheck:
         return out
 
 
-def guard_stream(guard: Guard, prompt: str, chunks: Iterable[Any], request_id: str) -> Iterator[Any]:
+def guard_stream(guard: Guard, prompt: Any, chunks: Iterable[Any], request_id: str) -> Iterator[Any]:
     """Check a synchronous stream of chunks (strings or message chunks) as it flows."""
     state = StreamCheck(guard, prompt, request_id)
     last = None
@@ -205,7 +206,7 @@ def guard_stream(guard: Guard, prompt: str, chunks: Iterable[Any], request_id: s
         yield state.stop_chunk(last)
 
 
-async def aguard_stream(guard: Guard, prompt: str, chunks: AsyncIterable[Any], request_id: str) -> AsyncIterator[Any]:
+async def aguard_stream(guard: Guard, prompt: Any, chunks: AsyncIterable[Any], request_id: str) -> AsyncIterator[Any]:
     """Check an asynchronous stream of chunks as it flows (never blocking the event loop)."""
     state = StreamCheck(guard, prompt, request_id)
     last = None

@@ -12,6 +12,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", default=[], type=Path,
                    help="JSON Lines file in the shared schema or the BeaverTails layout; repeat to add files "
                         "(a file given twice counts twice)")
+    p.add_argument("--mix", type=Path, help="a data mix file (sources, weights, label maps, held-out sources, "
+                                            "augmentation); see src/beaverguard/training/mixes/v2.yaml")
+    p.add_argument("--data-dir", type=Path, help="where the mix's files are (default: the mix's data_dir)")
     p.add_argument("--hf-split", action="append", default=[],
                    help="also load this split of PKU-Alignment/BeaverTails from the hub (e.g. 30k_train)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -32,30 +35,55 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="train on a random sample of this many training rows (the splits stay whole)")
     p.add_argument("--limit", type=int, help="use only this many rows (a random sample; for smoke tests)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--save-every", type=int, default=500, help="steps between resumable checkpoints (OUT/state)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state after an interruption")
     p.add_argument("--splits-only", action="store_true",
                    help="write the train/calib/test splits to OUT/splits and stop (no torch needed)")
     p.set_defaults(func=run_train)
 
 
+def _mix_splits(args: argparse.Namespace) -> dict:
+    """Build the mix's splits and write them (and the held-out sources) to OUT/splits."""
+    from beaverguard.training.data import write_jsonl
+    from beaverguard.training.mix import build, load_mix, summary
+
+    try:
+        data = build(load_mix(args.mix), args.data_dir)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"beaverguard train: {exc}") from None
+    print(summary(data), flush=True)
+    (args.out / "splits").mkdir(parents=True, exist_ok=True)
+    for name in ("train", "calib", "test", "holdout"):
+        write_jsonl(getattr(data, name), args.out / "splits" / f"{name}.jsonl")
+    return {"train": data.train, "calib": data.calib, "test": data.test}
+
+
 def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
-    from beaverguard.training.train import TrainConfig, train, write_splits
+    from beaverguard.training.train import TrainConfig, prepare_splits, train, write_splits
 
+    cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                      refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
+                      train_limit=args.train_limit, save_every=args.save_every, resume=args.resume,
+                      threads=args.threads)
+    if args.mix:
+        splits = _mix_splits(args)
+        if not args.splits_only:
+            train(splits, cfg)
+        return 0
     rows = list(iter_files(args.data))
     rows += [Row(r.prompt, None, True, (), f"{r.source}-prompt")
              for r in iter_files(args.safe_prompts_from) if r.is_safe]
     for split in args.hf_split:
         rows += load_hf_beavertails(split)
     if not rows:
-        raise SystemExit("beaverguard train: no data; pass --data FILE or --hf-split SPLIT")
+        raise SystemExit("beaverguard train: no data; pass --mix FILE, --data FILE or --hf-split SPLIT")
     if args.limit:
         rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows)))
     if args.splits_only:
         write_splits(rows, args.out, args.seed)
         return 0
-    cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
-                      refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
-                      train_limit=args.train_limit)
-    train(rows, cfg)
+    train(prepare_splits(rows, cfg), cfg)
     return 0

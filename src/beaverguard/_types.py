@@ -17,10 +17,15 @@ Scores = Mapping[str, float]
 
 @dataclass(frozen=True)
 class Exchange:
-    """What a scorer judges: a prompt alone (input rail) or a prompt with its response (output rail)."""
+    """What a scorer judges: a prompt alone (input rail) or a prompt with its response (output rail).
+
+    ``context`` holds the conversation's earlier turns, oldest first, as
+    ``(role, text)`` pairs; ``prompt`` is the last user turn.
+    """
 
     prompt: str
     response: str | None = None
+    context: tuple[tuple[str, str], ...] = ()
 
 
 class Action(str, Enum):

@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX, quantize to int8, calibrate (train extra)")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--calib", type=Path, required=True, help="calibration split (JSON Lines) for thresholds")
+    p.add_argument("--mix", type=Path, help="the data mix the checkpoint was trained on: its calibration split, "
+                                            "families and false-positive budgets set the thresholds")
+    p.add_argument("--data-dir", type=Path, help="where the mix's files are (default: the mix's data_dir)")
+    p.add_argument("--calib", type=Path, help="calibration split (JSON Lines) for thresholds, without --mix")
     p.add_argument("--sample", type=Path, help="held-out rows for the export checks, 256 drawn (default: --calib)")
     p.add_argument("--name", help="model name written into beaverguard.json (default: the --out directory's name)")
     p.add_argument("--max-length", type=int, default=256, help="the model's window in tokens (as trained)")

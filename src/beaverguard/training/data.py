@@ -8,7 +8,11 @@ Two layouts are read into one :class:`Row`:
   dict of 14 booleans), for users who can reach the hub.
 
 Targets are 15 numbers (the 14 categories, then ``unsafe``) with a mask: a row
-whose source has no category labels trains only the ``unsafe`` output.
+whose source has no category labels trains only the ``unsafe`` output, and a row
+whose source taxonomy maps onto some categories (``partial``) trains those as
+positives and leaves the others unknown. ``target`` is a soft ``unsafe`` target
+for rows near the line (None: 0 or 1 from ``is_safe``). ``context`` holds earlier
+conversation turns, oldest first.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Row:
     is_safe: bool
     categories: tuple[str, ...] | None  # None: the source does not label categories
     source: str = ""
+    context: tuple[tuple[str, str], ...] = ()
+    target: float | None = None  # soft unsafe target; None: from is_safe
+    partial: bool = False  # categories are known positives; the others are unknown
 
 
 def _row(record: Mapping, cats: Iterable[str] | None, source: str, where: str) -> Row:
@@ -52,7 +59,15 @@ def _row(record: Mapping, cats: Iterable[str] | None, source: str, where: str) -
 
 
 def _from_shared(record: Mapping, where: str) -> Row:
-    return _row(record, record.get("categories"), record.get("source", ""), where)
+    row = _row(record, record.get("categories"), record.get("source", ""), where)
+    extra = {}
+    if record.get("context"):
+        extra["context"] = tuple((str(role), str(text)) for role, text in record["context"])
+    if record.get("target") is not None:
+        extra["target"] = float(record["target"])
+    if record.get("partial"):
+        extra["partial"] = True
+    return replace(row, **extra) if extra else row
 
 
 def from_hf_record(record: Mapping, where: str = "BeaverTails record") -> Row:
@@ -140,13 +155,19 @@ def refusal_pairs(rows: Iterable[Row], seed: int, limit: int) -> list[Row]:
 
 
 def targets(row: Row) -> tuple[list[float], list[float]]:
-    """Return (labels, mask) over :data:`LABELS` for one row."""
-    unsafe = 0.0 if row.is_safe else 1.0
-    if row.is_safe:
+    """Return (labels, mask) over :data:`LABELS` for one row.
+
+    A safe row is a negative for every category, except a near-the-line row
+    (a soft target above 0), whose categories are left unknown.
+    """
+    unsafe = row.target if row.target is not None else 0.0 if row.is_safe else 1.0
+    if row.is_safe and not unsafe:
         return [0.0] * len(CATEGORY_KEYS) + [unsafe], [1.0] * len(LABELS)
-    if row.categories is None or not row.categories:
+    if row.is_safe or row.categories is None or not row.categories:
         return [0.0] * len(CATEGORY_KEYS) + [unsafe], [0.0] * len(CATEGORY_KEYS) + [1.0]
     labels = [1.0 if k in row.categories else 0.0 for k in CATEGORY_KEYS]
+    if row.partial:
+        return labels + [unsafe], labels + [1.0]
     return labels + [unsafe], [1.0] * len(LABELS)
 
 
@@ -159,6 +180,12 @@ def write_jsonl(rows: Iterable[Row], path: str | Path) -> None:
     """Write rows in the shared schema (so ``beaverguard eval`` and ``score`` read them)."""
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps({"prompt": r.prompt, "response": r.response, "is_safe": r.is_safe,
-                                "categories": None if r.categories is None else list(r.categories),
-                                "source": r.source}, ensure_ascii=False) + "\n")
+            record = {"prompt": r.prompt, "response": r.response, "is_safe": r.is_safe,
+                      "categories": None if r.categories is None else list(r.categories), "source": r.source}
+            if r.context:
+                record["context"] = [list(t) for t in r.context]
+            if r.target is not None:
+                record["target"] = r.target
+            if r.partial:
+                record["partial"] = True
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -85,6 +85,11 @@ def _metrics(b: Binary, flagged: int, threshold: float | None = None) -> dict:
     return out
 
 
+def _labels_all(row: Row) -> bool:
+    """Whether a row says yes or no for every category: full labels, or safe (a negative for all)."""
+    return (row.categories is not None and not row.partial) or row.is_safe
+
+
 def _rate(flagged: np.ndarray, sel: np.ndarray) -> dict:
     n = int(sel.sum())
     return {"n": n, "fpr": round(float(flagged[sel].mean()), 6) if n else None}
@@ -114,7 +119,7 @@ def evaluate(rows: Sequence[Row], probs: np.ndarray, flagged: np.ndarray,
         t = thresholds[rail]
         section: dict = {"rail": rail, "rows": int(sel.sum()), "unsafe": _decision_metrics(ys, f, p, t)}
         if any(r.categories is not None for r in part):
-            labelled = np.array([r.categories is not None or r.is_safe for r in part], dtype=bool)
+            labelled = np.array([_labels_all(r) for r in part], dtype=bool)
             cats = {}
             for i, key in enumerate(CATEGORY_KEYS):
                 cy = np.array([bool(r.categories) and key in r.categories for r in part], dtype=bool)[labelled]
@@ -177,7 +182,7 @@ def plot_report(rows: Sequence[Row], probs: np.ndarray, report: Mapping, out: Pa
         part = [r for r, s in zip(rows, sel) if s]
         curves = [("unsafe", y[sel], probs[sel, -1])]
         if "categories" in section:
-            labelled = np.array([r.categories is not None or r.is_safe for r in part], dtype=bool)
+            labelled = np.array([_labels_all(r) for r in part], dtype=bool)
             curves += [(key, np.array([bool(r.categories) and key in r.categories for r in part])[labelled],
                         probs[sel][labelled, i]) for i, key in enumerate(CATEGORY_KEYS)]
         fig, ax = plt.subplots(figsize=(11, 6))
@@ -250,7 +255,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise SystemExit("beaverguard eval: the data has no rows")
     guard = Guard(args.policy, model=args.model)
     try:
-        exchanges = [Exchange(r.prompt, r.response) for r in rows]
+        exchanges = [Exchange(r.prompt, r.response, r.context) for r in rows]
         # A QA pair's prompt is harmful also when the input rail flags it; score those prompts once each.
         qa_prompts = sorted({r.prompt for r in rows if r.response is not None})
         with tqdm(total=len(exchanges) + len(qa_prompts), desc="scoring", unit="row", disable=None,

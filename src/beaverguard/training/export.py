@@ -135,6 +135,8 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         "layout": "bert-pair",
         "activation": "sigmoid",
         "batch_invariant": precision != "int8",  # dynamic int8: one activation scale per run, so rows run alone
+        **({"conversation": json.loads((checkpoint / "conversation.json").read_text())}
+           if (checkpoint / "conversation.json").is_file() else {}),
         "thresholds": {"input": {k: 0.5 for k in LABELS}, "output": {k: 0.5 for k in LABELS}},
         "sha256": {"model.onnx": _sha256(out / "model.onnx"), "tokenizer.json": _sha256(out / "tokenizer.json")},
     }

@@ -3,7 +3,9 @@
 Three steps, each checked: export and quantize (:func:`export`, which fails when
 a graph drifts from its source), score the calibration rows with the int8 model
 *as the guard runs it* (:func:`runtime_probs`), then write the thresholds that
-:func:`calibrate` picks into ``beaverguard.json``. Calibrating on the shipped
+:func:`calibrate` picks for the policy's decision into ``beaverguard.json``. With
+``--mix``, the calibration rows, their families and the false-positive budgets
+come from the data mix; otherwise from ``--calib``. Calibrating on the shipped
 graph, not the fp32 one, keeps the thresholds true to what users run.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 from beaverguard._guard import Guard
 from beaverguard._policy import Policy
 from beaverguard._types import Exchange
-from beaverguard.training.calibrate import calibrate
+from beaverguard.training.calibrate import Budget, calibrate
 from beaverguard.training.data import Row, read_jsonl
 from beaverguard.training.evaluate import score_rows
 from beaverguard.training.export import export
@@ -46,27 +48,44 @@ def runtime_probs(model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
     """
     guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
     try:
-        return score_rows(guard, [Exchange(r.prompt, r.response) for r in rows])[0]
+        return score_rows(guard, [Exchange(r.prompt, r.response, r.context) for r in rows])[0]
     finally:
         guard.close()
 
 
+def _calibration(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict, dict | None]:
+    """(calibration rows, sample rows, families, budgets): from the mix, or from --calib/--sample files."""
+    if args.mix:
+        from beaverguard.training.mix import build, load_mix
+
+        mix = load_mix(args.mix)
+        data = build(mix, args.data_dir)
+        budgets = {rail: Budget(b.fpr, b.maximize, tuple(b.over)) for rail, b in mix.calibration.items()} or None
+        return data.calib, data.test, data.families, budgets
+    if args.calib is None:
+        raise SystemExit("beaverguard export: pass --mix FILE (its calibration split) or --calib FILE")
+    calib = read_jsonl(args.calib)
+    return calib, read_jsonl(args.sample) if args.sample else calib, {}, None
+
+
 def run_export(args: argparse.Namespace) -> int:
     try:
-        calib = read_jsonl(args.calib)
-        sample = read_jsonl(args.sample) if args.sample else calib
+        calib, sample, families, budgets = _calibration(args)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"beaverguard export: {exc}") from None
     if not calib:
-        raise SystemExit(f"beaverguard export: {args.calib} has no rows")
+        raise SystemExit("beaverguard export: the calibration split has no rows")
     sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
     report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
                     keep_fp32=args.keep_fp32, precision=args.precision)
 
-    thresholds = calibrate(calib, runtime_probs(args.out, calib))
+    reached: dict = {}
+    thresholds = calibrate(calib, runtime_probs(args.out, calib), families=families, budgets=budgets,
+                           report=reached)
     write_thresholds(args.out, thresholds)
 
     report["calibration_rows"] = len(calib)
+    report["calibration"] = reached  # the decision's objective and false-positive rate per family
     report["thresholds"] = thresholds
     (Path(args.out) / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

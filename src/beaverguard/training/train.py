@@ -2,8 +2,14 @@
 
 The model has 15 sigmoid outputs: the 14 BeaverTails categories, then the
 overall ``unsafe`` score. Prompt-only rows teach the input rail, QA pairs the
-output rail; both go through :class:`beaverguard._encoding.Encoder`, the same
-code the runtime uses, so training and scoring see identical inputs.
+output rail, rows with earlier turns the conversation layout; all go through
+:class:`beaverguard._encoding.Encoder` and the runtime's normalization, the same
+code the guard scores with, so training and scoring see identical inputs.
+
+Training on a CPU takes hours, so it checkpoints: every ``save_every`` steps the
+model, optimizer, schedule and position go to ``out/state``; ``resume=True``
+continues from there after an interruption (the batch order is a function of the
+seed and the epoch, so it is rebuilt, not stored).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from beaverguard._encoding import Encoder
+from beaverguard._encoding import Conversation, Encoder
+from beaverguard._normalize import normalize
 from beaverguard.training.data import LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
 from beaverguard.training.metrics import average_precision, best_f1_threshold, binary
 
@@ -48,6 +55,10 @@ class TrainConfig:
     category_pos_weight: float = 1.0  # cap on the per-category positive weight (neg/pos); 1 = unweighted
     train_limit: int | None = None  # train on a sample of this many training rows (splits stay whole)
     device: str = "auto"
+    save_every: int = 500  # steps between resumable checkpoints (out/state)
+    resume: bool = False
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    calib_limit: int | None = 3000  # rows of calib scored after each epoch (a fixed sample; None: all)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -88,13 +99,36 @@ def _unique(rows: Sequence[Row]) -> list[Row]:
     return list({(r.prompt, r.response): r for r in rows}.values())
 
 
-def predict(model, encoder: Encoder, rows: Sequence[Row], device, batch_size: int = 128) -> np.ndarray:
+#: The conversation layout that models trained here declare in ``beaverguard.json``.
+CONVERSATION = {"roles": {"user": "user:", "assistant": "assistant:", "system": "system:", "tool": "tool:"},
+                "separator": "\n"}
+
+
+def save_checkpoint(model, base: Path, path: Path) -> None:
+    """A Hugging Face checkpoint plus what export needs: the tokenizer and the conversation layout."""
+    model.save_pretrained(path)
+    shutil.copy(base / "tokenizer.json", path / "tokenizer.json")
+    (path / "conversation.json").write_text(json.dumps(CONVERSATION, indent=2) + "\n")
+
+
+def encode_rows(encoder: Encoder, rows: Sequence[Row]) -> list:
+    """Rows as the guard scores them: normalized text, earlier turns laid out, one window each."""
+    return encoder.encode([normalize(r.prompt) for r in rows],
+                          [None if r.response is None else normalize(r.response) for r in rows],
+                          [tuple((role, normalize(t)) for role, t in r.context) for r in rows])
+
+
+def _length(enc) -> int:
+    return len(enc[0]) if isinstance(enc, tuple) else len(enc.ids)
+
+
+def predict(model, encoder: Encoder, rows: Sequence[Row], device, batch_size: int = 64) -> np.ndarray:
     """Sigmoid outputs (n, 15) for rows, in order."""
     import torch
 
     model.eval()
-    encs = encoder.encode([r.prompt for r in rows], [r.response for r in rows])
-    order = np.argsort([len(e.ids) for e in encs])
+    encs = encode_rows(encoder, rows)
+    order = np.argsort([_length(e) for e in encs])
     out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
@@ -137,8 +171,19 @@ def summarize(rows: Sequence[Row], probs: np.ndarray) -> dict:
     return report
 
 
-def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
-    """Train on ``rows`` and write the best checkpoint (by calibration AUPRC) to ``cfg.out``."""
+def prepare_splits(rows: Sequence[Row], cfg: TrainConfig) -> dict[str, list[Row]]:
+    """The file-list way in (``--data``): split by prompt here and add synthetic refusals to train."""
+    splits = write_splits(rows, cfg.out, cfg.seed)
+    splits["train"] = splits["train"] + refusal_pairs(splits["train"], seed=cfg.seed, limit=cfg.refusals)
+    return splits
+
+
+def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
+    """Train on ``splits["train"]``; write the best checkpoint (by calibration AUPRC) to ``cfg.out``.
+
+    ``splits`` holds ``train``, ``calib`` and ``test`` rows (from a mix, or from
+    :func:`prepare_splits`).
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
@@ -146,23 +191,25 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     base = Path(cfg.base or default_base())
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     out = Path(cfg.out)
-
-    with _timed(cfg, "split"):
-        splits = write_splits(rows, out, cfg.seed)
-        synthetic = refusal_pairs(splits["train"], seed=cfg.seed, limit=cfg.refusals)
-        train_rows = splits["train"] + synthetic
-        if cfg.train_limit and cfg.train_limit < len(train_rows):
-            train_rows = random.Random(cfg.seed).sample(train_rows, cfg.train_limit)
-    print(f"rows: train {len(splits['train'])} (+{len(synthetic)} synthetic refusals), "
-          f"calib {len(splits['calib'])}, test {len(splits['test'])}")
+    out.mkdir(parents=True, exist_ok=True)
+    train_rows = list(splits["train"])
+    if cfg.train_limit and cfg.train_limit < len(train_rows):
+        train_rows = random.Random(cfg.seed).sample(train_rows, cfg.train_limit)
+    calib = splits["calib"]
+    if cfg.calib_limit and len(calib) > cfg.calib_limit:
+        calib = random.Random(cfg.seed).sample(calib, cfg.calib_limit)
+    print(f"rows: train {len(train_rows)}, calib {len(splits['calib'])} (scored per epoch: {len(calib)}), "
+          f"test {len(splits['test'])}", flush=True)
 
     with _timed(cfg, "tokenize"):
-        encoder = Encoder(base / "tokenizer.json", cfg.max_length)
-        encs = encoder.encode([r.prompt for r in train_rows], [r.response for r in train_rows])
+        encoder = Encoder(base / "tokenizer.json", cfg.max_length, Conversation(**CONVERSATION))
+        encs = encode_rows(encoder, train_rows)
         y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
 
     with _timed(cfg, "load model"):
@@ -174,26 +221,49 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
             model.config.num_hidden_layers = cfg.layers
         model = model.float().to(device)
 
-    rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(encs) / cfg.batch_size)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(0.06 * total))  # linear warm-up, then linear decay to zero
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup))))
-    lengths = [len(e.ids) for e in encs]
+    lengths = [_length(e) for e in encs]
     # Rare categories get their positives weighted up (neg/pos, capped), so their scores are not drowned.
     pos = (y * mask).sum(0)
     neg = ((1 - y) * mask).sum(0)
     pos_weight = np.clip(neg / np.maximum(pos, 1), 1.0, cfg.category_pos_weight)
     pos_weight[-1] = 1.0
     pos_weight_t = torch.tensor(pos_weight, dtype=torch.float32, device=device)
-    history, best_score, best_state = [], -1.0, None
-    for epoch in range(cfg.epochs):
+
+    history, best_score, step, start_epoch, trained = [], -1.0, 0, 0, 0
+    state_dir = out / "state"
+    if cfg.resume and (state_dir / "state.pt").is_file():
+        state = torch.load(state_dir / "state.pt", map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        step, history, best_score = state["step"], state["history"], state["best_score"]
+        start_epoch = step // steps_per_epoch
+        print(f"resumed at step {step} (epoch {start_epoch + 1}, {len(history)} epochs evaluated)", flush=True)
+
+    def save_state() -> None:
+        with _timed(cfg, "save"):
+            state_dir.mkdir(exist_ok=True)
+            torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+                        "step": step, "history": history, "best_score": best_score}, state_dir / "state.tmp")
+            (state_dir / "state.tmp").replace(state_dir / "state.pt")  # atomic: a kill mid-save keeps the old one
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if len(history) > epoch:  # evaluated already (resumed right after an epoch ended)
+            continue
         model.train()
+        batches = _batches(lengths, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch))
+        done = step - epoch * steps_per_epoch
         with _timed(cfg, "train"):
-            bar = tqdm(_batches(lengths, cfg.batch_size, rng), desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            bar = tqdm(batches[done:], desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=done, total=len(batches),
+                       mininterval=30)
             for batch in bar:
+                trained += len(batch)
                 feed = {k: torch.from_numpy(v).to(device) for k, v in encoder.pad([encs[i] for i in batch]).items()}
                 yb = torch.from_numpy(y[batch]).float().to(device)
                 mb = torch.from_numpy(mask[batch]).float().to(device)
@@ -207,23 +277,29 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
                 optim.step()
                 sched.step()
                 optim.zero_grad(set_to_none=True)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                step += 1
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                if step % cfg.save_every == 0:
+                    save_state()
         with _timed(cfg, "evaluate"):
-            probs = predict(model, encoder, splits["calib"], device)
-            summary = summarize(splits["calib"], probs)
+            probs = predict(model, encoder, calib, device)
+            summary = summarize(calib, probs)
         score = float(np.mean([v["auprc"] for v in summary.values() if not np.isnan(v["auprc"])]))
         history.append({"epoch": epoch + 1, "calib": summary, "mean_auprc": score})
-        print(json.dumps(history[-1]))
+        print(json.dumps(history[-1]), flush=True)
+        with _timed(cfg, "save"):
+            save_checkpoint(model, base, out / f"checkpoint-epoch{epoch + 1}")
         if score > best_score:  # save at once, so a run cut short still leaves its best epoch
             best_score = score
-            with _timed(cfg, "save"):
-                model.save_pretrained(out / "checkpoint")
-                shutil.copy(base / "tokenizer.json", out / "checkpoint" / "tokenizer.json")
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            shutil.copytree(out / f"checkpoint-epoch{epoch + 1}", out / "checkpoint")
+        save_state()
 
     with _timed(cfg, "evaluate"):
-        model.load_state_dict(best_state)
-        test_probs = predict(model, encoder, splits["test"], device)
+        from transformers import AutoModelForSequenceClassification as Auto
+
+        best = Auto.from_pretrained(out / "checkpoint").float().to(device)
+        test_probs = predict(best, encoder, splits["test"], device)
     report = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "timings"},
         "base": str(base),
@@ -233,8 +309,9 @@ def train(rows: Sequence[Row], cfg: TrainConfig) -> dict:
         "best_epoch": 1 + max(range(len(history)), key=lambda i: history[i]["mean_auprc"]),
         "test": summarize(splits["test"], test_probs),
         "seconds": {k: round(v, 1) for k, v in cfg.timings.items()},
-        "train_examples_per_s": round(len(train_rows) * cfg.epochs / cfg.timings["train"], 1),
     }
+    if cfg.timings.get("train"):
+        report["train_examples_per_s"] = round(trained / cfg.timings["train"], 1)  # this process's share
     (out / "train_report.json").write_text(json.dumps(report, indent=2))
-    print("where the time went (s):", report["seconds"])
+    print("where the time went (s):", report["seconds"], flush=True)
     return report

@@ -1,11 +1,12 @@
-"""A drop-in LangChain runnable: ``guard.wrap(chat_model)``.
+"""A guarded LangChain runnable around a chain, a callable or any runnable.
 
 It accepts what chat models accept (a string, messages, a ``PromptValue``) and
 returns what the wrapped runnable returns. invoke/ainvoke, batch/abatch and
 stream/astream are all guarded; ``config`` and callbacks pass through to the
 wrapped runnable as a child run. Streaming releases text only after the output
 rail has passed it (policy ``streaming.mode: buffer``), or at once and checked
-right after (``stream_first``).
+right after (``stream_first``). ``guard.wrap(chat_model)`` returns the guarded
+chat model instead (:mod:`beaverguard.langchain.chat_model`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import patch_config
 
 from beaverguard._guard import Guard
-from beaverguard._messages import prompt_of
 from beaverguard._streaming import aguard_stream, guard_stream
 from beaverguard._types import Decision
 
@@ -99,7 +99,7 @@ class GuardedRunnable(Runnable[Any, Any]):
             return
         child = patch_config(config, callbacks=run_manager.get_child())
         chunks = self.inner.stream(self.guard.apply_input(input, verdict), child, **kwargs)
-        yield from guard_stream(self.guard, prompt_of(input), chunks, rid)
+        yield from guard_stream(self.guard, input, chunks, rid)
 
     async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,
                          **kwargs: Any) -> AsyncIterator[Any]:
@@ -129,7 +129,7 @@ class GuardedRunnable(Runnable[Any, Any]):
         chunks = self.inner.astream(self.guard.apply_input(input, verdict), child, **kwargs)
         # Close the guarded stream as soon as this one closes, so an abandoned stream's record
         # is written and its model stream stopped now, not whenever the garbage collector runs.
-        async with aclosing(aguard_stream(self.guard, prompt_of(input), chunks, rid)) as guarded:
+        async with aclosing(aguard_stream(self.guard, input, chunks, rid)) as guarded:
             async for chunk in guarded:
                 yield chunk
 
