@@ -240,7 +240,8 @@ def main() -> None:
         "",
         f"Harmful: {len(harmful)} prompts sampled (seed {args.seed}) from `{args.harmful.name}`"
         + (f" (sources {', '.join(sources)}; at most {MAX_CHARS} characters)" if sources else "")
-        + ", which the default model was not trained on (see its model card). "
+        + " (the model card says whether the model in `onnx_models/` was trained on any of them; the first "
+        "default model, `beaverguard-minilm-l6-int8` v1, saw none). "
         f"Benign: {len(benign)} prompts sampled (same seed) from `{args.benign.name}` (first turns of real chats, "
         f"code and long prompts included). Time: {elapsed:.0f} s for the table.",
         "",
