@@ -82,6 +82,7 @@ def test_word_split_leaves_unspaced_text_alone(text):
     ("4bu53 the ch1ld", "abuse the child"),            # leet at both ends, and inside
     ("3vil plan to 4774ck them", "evil plan to attack them"),
     ("how to 5734l a car", "how to steal a car"),
+    ("a r4n50mw4r3 script", "a ransomware script"),    # a word made of words
     ("Cr3473 a bomb", "Create a bomb"),
     # Written mostly in leet: words of digits fold too where they make words; numbers stay numbers.
     ("1 w4n7 70 k1ll 4 m4n", "i want to kill a man"),
@@ -97,7 +98,7 @@ def test_leet_digits_fold_in_context(leet, plain):
     "Meet at 7am on the 3rd floor: 4K tv, mp3, mp4, net7, ipv4, web3, gpt4, COC4=O and 1337.",
     "A 4w3 enneagram; hexdump 4c74 6269 7355 4765; api_key = 'EetvYfTT9GpATMDYqODartmbdyz8EJ668FCbiqCv8iYej98'",
     "T1D, KRAS4B, H1N1, the AW3423DW, cs231n, Lead Java Developer10Java, SMILES N4C(COC4=O)C(F)F",
-    "npm install lucy-xp@latest; hexdump 0a0a 6c21; ping user@localhost",
+    "npm install lucy-xp@latest; hexdump 0a0a 6c21; ping user@localhost; md5sum; a g4dn.xlarge",
     "Dime 3 argumentos en contra y 3 a favor; 2 o 3 veces. Ich habe 2 Katzen und 4 Hunde.",
 ])
 def test_numbers_and_identifiers_are_not_leet(text):

@@ -20,7 +20,7 @@ guard that mangles ordinary text raises false positives:
    nothing else is ever split.
 5. Leetspeak folded inside words only: a digit or symbol between letters
    ("k1ll", "h@ck", "n00b"), and then the digits at that word's ends
-   ("5h00t"); leet digits at the start of a word (and maybe its end) where
+   ("5h00t"), where that makes words ("md5sum" and "g4dn" stay); leet digits at the start of a word (and maybe its end) where
    that makes a known word ("4bu53" -> "abuse", "3vil" -> "evil"). "2nd",
    "100%", "mp3", "win10", "net7", "7am", "4K", "4c74", "i18n", "k8s", numbers with a point,
    comma, colon or times ("3.14", "v1.2", "12:30", "4x4"), e-mail addresses
@@ -164,11 +164,12 @@ def _unleet(token: str, heavy: bool) -> str:
         folded = head + inner + tail
         if any(ch in "2689" for ch in token):  # digits no leet uses: a name ("cs231n", "AW3423DW")
             return token
-        # A name unless it makes a word: capitals inside ("K1LL", not "T1D" or "KRAS4B"), hex ("c0de", not
+        # Only into words ("k1ll", "n00b", "r4n50mw4r3"; not "md5sum" or "g4dn"), and into a common English
+        # word where it could be a name: capitals inside ("K1LL", not "T1D" or "KRAS4B"), hex ("c0de", not
         # "0a0a"), a symbol ("h@ck", not "pkg@latest").
         name = (any(token[i].isupper() for i in letters[1:]) or _HEXISH.fullmatch(token)
                 or any(ch in "@$!" for ch in token))
-        return token if name and not is_word(folded) else folded
+        return folded if is_word(folded) or not name and words_in(folded) else token
     # Leet digits only at the ends: folded where that makes a known word. Outside text written mostly in
     # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
     # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3", "u53"): "4bu53", "3vil",

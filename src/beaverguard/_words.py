@@ -23,7 +23,7 @@ from functools import cache
 
 from wordsegment import Segmenter
 
-__all__ = ["is_word", "load", "segment", "words_in"]
+__all__ = ["is_known", "is_word", "load", "segment", "words_in"]
 
 #: How many of the most frequent web words the segmenter knows (rarer ones such as "ricin" are ~70,000th).
 SEGMENT_WORDS = 200_000
@@ -65,6 +65,11 @@ def is_word(word: str) -> bool:
     return word.lower() in load()[1]
 
 
+def is_known(word: str) -> bool:
+    """Whether ``word`` (any case) is among the web words the segmenter knows: names and slang too ("noob")."""
+    return word.lower() in load()[0]
+
+
 def words_in(letters: str) -> list[str] | None:
     """The words a run of letters is made of, or None if it is not made of words.
 
@@ -75,9 +80,8 @@ def words_in(letters: str) -> list[str] | None:
     """
     if is_word(letters):
         return [letters]
-    costs = load()[0]
     words = segment(letters)
-    return words if all(is_word(w) or len(w) > 3 and w.lower() in costs for w in words) else None
+    return words if all(is_word(w) or len(w) > 3 and is_known(w) for w in words) else None
 
 
 def segment(letters: str) -> list[str]:
