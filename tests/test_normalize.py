@@ -73,6 +73,7 @@ def test_spaced_out_letters_are_split_back_into_words(spaced, plain):
     "Donaudampfschifffahrtsgesellschaft und Rindfleischetikettierungsüberwachung",
     "I am a U S A fan; C o C++ y D; an N x K matrix; options A, B, C y D",
     "Laid out like this:\nA B C D\nMy letters are: A P N W Q V E. What words can I make?",
+    "return a+b-a-b; einsum('b i j, b j k -> b i k'), i.e. a 1-a-i list; beta is a K x 1 vector",
 ])
 def test_word_split_leaves_unspaced_text_alone(text):
     assert normalize(text) == text

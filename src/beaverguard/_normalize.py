@@ -120,9 +120,9 @@ def _join_spaced(m: re.Match) -> str:
     run = m.group()[::2]
     letters = [ch for ch in run[1:] if ch.isalpha()]
     # One case after the first letter, but for capitals that start a word ("H o w c a n I", "x E a s t"):
-    # not "a U S A", "C o C" or "1 2 3".
+    # not "a U S A", "C o C", "a K x 1" or "1 2 3".
     one_case = (all(ch.isupper() for ch in letters) and not run[0].islower()
-                or all(ch.islower() or ch == "I" or run[j + 1:j + 2].islower()
+                or all(ch.islower() or ch == "I" or run[j + 1:j + 3].isalpha() and run[j + 1:j + 3].islower()
                        for j, ch in enumerate(run[1:], 1) if ch.isalpha()))
     if not one_case or len(letters) * 2 < len(run):
         return m.group()
@@ -132,6 +132,8 @@ def _join_spaced(m: re.Match) -> str:
         words = words_in(run.translate(_LEET_TABLE))
         if words:
             return " ".join(words)
+    if len(run) <= 3 and not words_in(run):
+        return m.group()  # short runs join only into words ("t o", "s-e-x"; not "i.e.", "a+b-a-b", "b i j")
     if run.isupper():  # capitals may be initials or a list ("A B C D"): joined only into words ("K I L L")
         words = words_in(run)
         return " ".join(words) if words and all(map(is_word, words)) else m.group()
