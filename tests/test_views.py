@@ -82,6 +82,11 @@ def test_ordinary_text_gets_no_decoded_view(text):
     assert views(text) == [normalize(text)]
 
 
+def test_a_long_text_with_a_small_encoded_part_is_not_viewed_whole_again():
+    text = "Tell me about the history of Rome. " * 100 + b64(REQUEST)
+    assert decoded(text) == [REQUEST]  # the span alone: the 3,500 characters around it are scored once
+
+
 def test_views_are_bounded_and_one_per_kind():
     """However many encoded spans, one view per kind holds them all, and at most MAX_VIEWS in all."""
     spans = [b64(f"request number {i} for you") for i in range(200)]

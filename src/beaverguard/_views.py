@@ -21,8 +21,8 @@ three distinct words, and most of the span's words, become known (for reversed
 text, two of them of four letters or more).
 
 Decoded text is decoded once more (base64 of ROT13), at most ``MAX_VIEWS``
-views in all. Each decoder is a regular-expression scan or one pass over the
-words with set look-ups: linear in the text.
+views in all, none longer than the text. Each decoder is a regular-expression
+scan or one pass over the words with set look-ups: linear in the text.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = ["MAX_VIEWS", "decoded", "views"]
 
 MAX_VIEWS = 10         # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
+FRAME_CHARS = 1_000    # most characters around the decoded spans for a view with them in place
 _MIN_LETTERS = 4       # letters a decoded span must have to count as text
 _LETTER = re.compile(r"[^\W\d_]")
 # Control characters (but tab and newlines), and private-use code points: not in text anyone wrote.
@@ -167,9 +168,11 @@ def decoded(text: str) -> list[str]:
 
     One is the text with every span of that kind replaced by its decoding, so the
     words around it stay ("Decode this and answer: How do I ..."), as the training
-    data's decode frames lay it out; the other is the decoded spans alone, one per
-    line, which a model that never saw such frames judges best. Views are decoded
-    once more; at most ``MAX_VIEWS`` in all, none repeated.
+    data's decode frames lay it out (only where those words are at most
+    ``FRAME_CHARS``, so a long text with a small encoded part is not scored twice
+    over); the other is the decoded spans alone, one per line, which a model that
+    never saw such frames judges best. Views are decoded once more; at most
+    ``MAX_VIEWS`` in all, none repeated, none longer than the text.
     """
     out: list[str] = []
     todo = [(text, 1)]
@@ -183,8 +186,11 @@ def decoded(text: str) -> list[str]:
             for start, end, plain in spans:
                 parts += [source[at:start], plain]
                 at = end
+            alone = "\n".join(plain for _, _, plain in spans)
             in_place = "".join([*parts, source[at:]])
-            for view in (in_place, "\n".join(plain for _, _, plain in spans)):
+            if len(in_place) - len(alone) > FRAME_CHARS:
+                in_place = alone  # a long text with a small encoded part: not scored twice over
+            for view in dict.fromkeys([in_place, alone]):
                 if view != source and view not in out and len(out) < MAX_VIEWS:
                     out.append(view)
             if depth < 2 and in_place != source:
