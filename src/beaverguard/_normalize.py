@@ -20,13 +20,14 @@ guard that mangles ordinary text raises false positives:
    nothing else is ever split.
 5. Leetspeak folded inside words only: a digit or symbol between letters
    ("k1ll", "h@ck", "n00b"), and then the digits at that word's ends
-   ("5h00t"), where that makes words ("md5sum" and "g4dn" stay); leet digits at the start of a word (and maybe its end) where
-   that makes a known word ("4bu53" -> "abuse", "3vil" -> "evil"). "2nd",
-   "100%", "mp3", "win10", "net7", "7am", "4K", "4c74", "i18n", "k8s", numbers with a point,
-   comma, colon or times ("3.14", "v1.2", "12:30", "4x4"), e-mail addresses
-   and URLs stay as they are. In text where a quarter of the words or more
-   were leet, any word with leet digits that makes a known word is folded too
-   ("70" -> "to", "4" -> "a", "7h3" -> "the", but "2024" and "100" stay).
+   ("5h00t"), where that makes words ("md5sum", "g4dn", "T1D" stay); leet
+   digits at the start of a word (and maybe its end) where that makes a known
+   word ("4bu53" -> "abuse", "3vil" -> "evil"). "2nd", "100%", "mp3", "win10",
+   "net7", "7am", "4K", "4c74", "i18n", "k8s", numbers with a point, comma,
+   colon or times ("3.14", "v1.2", "12:30", "4x4"), e-mail addresses and URLs
+   stay as they are. In text where an eighth of the words or more were leet,
+   any word with leet digits that makes a known word is folded too ("70" ->
+   "to", "4" -> "a", "7h3" -> "the", but "2024" and "100" stay).
 
 Each step is linear in the text: regular expressions that start only where a
 run starts, a Python call only for words with a digit or symbol or for
