@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -25,6 +25,8 @@ from beaverguard._encoding import Conversation, Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
+from beaverguard._views import decoded
+from beaverguard._words import load as load_words
 
 __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "default_batch_size", "Provider"]
 
@@ -169,15 +171,16 @@ def _on_gpu(provider: Provider, active: Sequence[str]) -> bool:
 class OnnxScorer:
     """Score exchanges with an exported BeaverTails model on onnxruntime.
 
-    Long text is scored in overlapping windows and the maximum per label is
-    kept. Windows of one call are sorted by length and run in small batches, so
-    short exchanges do not pay for the padding of long ones.
+    Long text is scored in overlapping windows, and text with encoded parts once
+    more per decoded view (``_views``); the maximum per label is kept. Windows of
+    one call are sorted by length and run in small batches, so short exchanges do
+    not pay for the padding of long ones.
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, provider: Provider = "auto",
                  threads: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, normalize: bool = True,
-                 run_tokens: int | None = None, wide_threads: int = 0) -> None:
+                 run_tokens: int | None = None, wide_threads: int = 0, decode: bool = True) -> None:
         self.spec = ModelSpec.load(model_dir or default_model_dir())
         self.labels = self.spec.labels
         self.providers = _providers(provider)
@@ -188,6 +191,9 @@ class OnnxScorer:
         self.run_tokens = run_tokens  # most tokens in one run (windows x the longest); None: no cap
         self.max_tokens = max_tokens
         self.normalize = normalize
+        self.decode = decode
+        if normalize or decode:
+            load_words()  # read the word list now (~0.5 s, once per process), not on the first request
         self.threads = threads if threads is not None else (0 if self.on_gpu else 1)
         self.session = self._session(self.threads)
         if self.on_gpu:  # what the session really runs on: onnxruntime falls back to the CPU silently
@@ -216,7 +222,7 @@ class OnnxScorer:
                              "reinstall beaverguard or rebuild the model with `beaverguard export`") from exc
 
     def score(self, exchanges: Sequence[Exchange]) -> list[dict[str, float]]:
-        """Probabilities per label for each exchange: the maximum over its windows.
+        """Probabilities per label for each exchange: the maximum over its views and their windows.
 
         The batcher runs the same three steps itself (:meth:`encode`, :meth:`run_windows`,
         :meth:`finish`), so that it can spread the windows of one text over its workers.
@@ -229,11 +235,14 @@ class OnnxScorer:
         return [self.finish(e, probs[end - len(ws):end]) for e, ws, end in zip(exchanges, per_exchange, ends)]
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[list]:
-        """The windows of each exchange (tokenized once, prepared first), at least one each."""
-        return self.encoder.windows([self.prepare(e.prompt) for e in exchanges],
-                                    [None if e.response is None else self.prepare(e.response) for e in exchanges],
-                                    self.max_tokens,
-                                    [tuple((role, self.prepare(text)) for role, text in e.context) for e in exchanges])
+        """The windows of each exchange, over all its views (tokenized once, prepared first), at least one each."""
+        owners, seen = self.seen(exchanges)
+        per_view = self.encoder.windows([e.prompt for e in seen], [e.response for e in seen], self.max_tokens,
+                                        [e.context for e in seen])
+        out: list[list] = [[] for _ in exchanges]
+        for owner, windows in zip(owners, per_view):
+            out[owner] += windows
+        return out
 
     def estimate(self, exchange: Exchange, chars_per_token: float) -> tuple[float, int]:
         """(tokens, windows) that scoring ``exchange`` will take, guessed from its length (no tokenizing)."""
@@ -248,6 +257,32 @@ class OnnxScorer:
     def finish(self, exchange: Exchange, probs: np.ndarray) -> dict[str, float]:
         """An exchange's scores from the probabilities of its windows: the maximum per label."""
         return dict(zip(self.labels, map(float, probs.max(axis=0))))
+
+    def seen(self, exchanges: Sequence[Exchange]) -> tuple[list[int], list[Exchange]]:
+        """Each exchange as the model sees it, once per view, with the index of the exchange it came from.
+
+        First the exchange prepared; then each decoded view of the prompt with the
+        response, and the prompt with each decoded view of the response. Earlier
+        turns are prepared and go with every view.
+        """
+        owners, seen = [], []
+        for i, e in enumerate(exchanges):
+            prompts = self.views(e.prompt)
+            responses = [None] if e.response is None else self.views(e.response)
+            context = tuple((role, self.prepare(text)) for role, text in e.context)
+            for p, r in [*((p, responses[0]) for p in prompts), *((prompts[0], r) for r in responses[1:])]:
+                owners.append(i)
+                seen.append(replace(e, prompt=p, response=r, context=context))
+        return owners, seen
+
+    def views(self, text: str) -> list[str]:
+        """``prepare(text)``, then (unless ``decode`` is off) each decoded view of the capped text, prepared."""
+        first = self.prepare(text)
+        if not self.decode:
+            return [first]
+        if self.max_tokens is not None:
+            text = text[: self.max_tokens * _CHARS_PER_TOKEN]
+        return list(dict.fromkeys([first, *map(self.prepare, decoded(text))]))
 
     def prepare(self, text: str) -> str:
         """The text as the model sees it: capped, valid UTF-8, and normalized unless that is off.

@@ -14,17 +14,32 @@ guard that mangles ordinary text raises false positives:
 4. Spaced-out letters joined: three or more single characters with the same
    separator between them ("b o m b", "k.i.l.l", "s-e-x"); in text that has
    such runs, pairs too ("t o"). Runs of mixed case or mostly digits stay.
+   What a run joins into is split into words again where it is made of words
+   ("m a k e a b o m b" -> "make a bomb", "I k i l l" -> "I kill"; but
+   "C u a n t a s" -> "Cuantas"), with the word frequencies of ``_words``;
+   nothing else is ever split.
 5. Leetspeak folded inside words only: a digit or symbol between letters
    ("k1ll", "h@ck", "n00b"), and then the digits at that word's ends
-   ("5h00t"). "2nd", "100%", "mp3", "win10", "i18n", "k8s" and e-mail
-   addresses stay as they are. In text where a quarter of the words or more
-   were leet, short digit words are folded too ("70" -> "to", "7h47" -> "that").
+   ("5h00t"), where that makes words ("md5sum", "g4dn", "T1D" stay); leet
+   digits at the start of a word (and maybe its end) where that makes a known
+   word ("4bu53" -> "abuse", "3vil" -> "evil"). "2nd", "100%", "mp3", "win10",
+   "net7", "7am", "4K", "4c74", "i18n", "k8s", numbers with a point, comma,
+   colon or times ("3.14", "v1.2", "12:30", "4x4"), e-mail addresses and URLs
+   stay as they are. In text where an eighth of the words or more were leet,
+   any word with leet digits that makes a known word is folded too ("70" ->
+   "to", "4" -> "a", "7h3" -> "the", but "2024" and "100" stay).
+
+Each step is linear in the text: regular expressions that start only where a
+run starts, a Python call only for words with a digit or symbol or for
+spaced-out runs, and a word split of a few look-ups per joined letter.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from beaverguard._words import MAX_WORD, is_word, words_in
 
 __all__ = ["normalize"]
 
@@ -62,14 +77,21 @@ _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "
 _LEET_DIGITS = frozenset("013457")
 _LEET_TABLE = str.maketrans(_LEET)
 _LEET_UPPER_TABLE = str.maketrans({k: v.upper() for k, v in _LEET.items()})
-# Words of leet digits, with at most one letter ("70", "15", "7h47"), for text written mostly in leet.
-_LEET_WORD = re.compile(r"(?<![\w.,%$])(?:[013457]{1,3}|[013457]+[A-Za-z][013457]*|[A-Za-z][013457]+)(?![\w.,%])")
-# An e-mail address or URL (left alone), or a run of letters, digits and leet symbols.
-_LEET_TOKEN = re.compile(r"(\S+@\S+\.\w+|\w+://\S+|www\.\S+)|([A-Za-z0-9@$!]+)")
+# Left alone: an e-mail address, a URL, or a number with a point, comma, colon or times ("3.14", "v1.2",
+# "12:30", "4x4", "1e5"), a percentage or a price ("50%", "$15"). Otherwise a run of letters, digits and
+# leet symbols with a digit or symbol in it (plain words never reach Python). Each alternative starts only
+# where a run starts, so a megabyte without a space stays linear.
+_LEET_TOKEN = re.compile(r"((?<!\S)\S+@\S+\.\w+|(?<!\w)\w+://\S+|(?<![\w.])www\.\S+"
+                         r"|(?<![\w.,:])(?:[vV]?\d+(?:[.,:xX]\d+)+|\d+(?:\.\d+)?[eE][+-]?\d+|\d+%)|[$€£]\d+)"
+                         r"|((?<![A-Za-z0-9@$!])[A-Za-z0-9@$!]*[0-9@$!][A-Za-z0-9@$!]*)")
 _NUMERONYM = re.compile(r"[A-Za-z][12]\d[A-Za-z]{1,2}")  # i18n, a11y, l10n (but not n00b, l33t)
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]{8,}")
-# Cheap pre-check: leet needs a digit or symbol between two letters somewhere in the text.
-_LEET_INSIDE = re.compile(r"[A-Za-z][0-9@$!]+[A-Za-z]")
+_HEXISH = re.compile(r"[0-9a-fA-F]+")
+# A number with a unit or a name with a number: "7am", "3rd", "4K", "mp3", "v2" (not "7h3", "4bu53").
+_UNIT = re.compile(r"\d+[A-Za-z]{1,2}|[A-Za-z]{1,2}\d+")
+# Cheap pre-check: leet needs a digit or symbol between two letters, or a leet digit beside a letter.
+_LEET_NEAR = re.compile(r"[A-Za-z][0-9@$!]+[A-Za-z]|[A-Za-z][013457]|[013457][A-Za-z]")
+_LETTERS = re.compile(r"[A-Za-z]{2,}")
 
 
 def _script(ch: str) -> str:
@@ -98,48 +120,92 @@ def _fold_lookalikes(text: str) -> str:
 def _join_spaced(m: re.Match) -> str:
     run = m.group()[::2]
     letters = [ch for ch in run[1:] if ch.isalpha()]
-    one_case = all(ch.islower() for ch in letters) or all(ch.isupper() for ch in letters) and not run[0].islower()
-    return run if one_case and len(letters) * 2 >= len(run) else m.group()  # not "a U S A", "1 2 3"
+    # One case after the first letter, but for capitals that start a word ("H o w c a n I", "x E a s t"):
+    # not "a U S A", "C o C", "a K x 1" or "1 2 3".
+    one_case = (all(ch.isupper() for ch in letters) and not run[0].islower()
+                or all(ch.islower() or ch == "I" or run[j + 1:j + 3].isalpha() and run[j + 1:j + 3].islower()
+                       for j, ch in enumerate(run[1:], 1) if ch.isalpha()))
+    if not one_case or len(letters) * 2 < len(run):
+        return m.group()
+    run = _unleet(run, heavy=False)
+    if any(ch in _LEET_DIGITS for ch in run) and all(ch.isalpha() or ch in _LEET_DIGITS for ch in run):
+        # Digits left in a spelled-out run are leet where that makes words: "4 p r o f i t" -> "a profit".
+        words = words_in(run.translate(_LEET_TABLE))
+        if words:
+            return " ".join(words)
+    if len(run) <= 3 and not words_in(run):
+        return m.group()  # short runs join only into words ("t o", "s-e-x"; not "i.e.", "a+b-a-b", "b i j")
+    if run.isupper():  # capitals may be initials or a list ("A B C D"): joined only into words ("K I L L")
+        words = words_in(run)
+        return " ".join(words) if words and all(map(is_word, words)) else m.group()
+    return _LETTERS.sub(_words_of, run)  # "m a k e a b o m b" -> "make a bomb"
 
 
-def _unleet(token: str) -> str:
-    if _NUMERONYM.fullmatch(token) or _HEX.fullmatch(token):
+def _words_of(m: re.Match) -> str:
+    """A run of letters that spaced-out text joined into, split into words if it is made of words."""
+    return " ".join(words_in(m.group()) or [m.group()])
+
+
+def _unleet(token: str, heavy: bool) -> str:
+    if len(token) > MAX_WORD or _HEX.fullmatch(token):  # a key or a hash, not a word
         return token
     letters = [i for i, ch in enumerate(token) if ch.isalpha()]
-    if len(letters) < 2:
+    table = _LEET_UPPER_TABLE if letters and all(token[i].isupper() for i in letters) else _LEET_TABLE
+    if _NUMERONYM.fullmatch(token):  # "i18n", "l10n"; in text written in leet, "w17h" is "with"
+        folded = token.translate(table)
+        return folded if heavy and is_word(folded) else token
+    if len(letters) >= 2 and any(token[i] in _LEET for i in range(letters[0] + 1, letters[-1])):
+        # Leet between letters ("k1ll", "h@ck"); then leet digits just outside belong to the word too
+        # ("5h00t", "h4ck3r5").
+        first, last = letters[0], letters[-1]
+        inner = token[first:last + 1].translate(table)
+        head, tail = token[:first], token[last + 1:]
+        if all(ch in _LEET_DIGITS for ch in head):
+            head = head.translate(table)
+        if all(ch in _LEET_DIGITS for ch in tail):
+            tail = tail.translate(table)
+        folded = head + inner + tail
+        if any(ch in "2689" for ch in token):  # digits no leet uses: a name ("cs231n", "AW3423DW")
+            return token
+        # Only into words ("k1ll", "n00b", "r4n50mw4r3"; not "md5sum" or "g4dn"), and into a common English
+        # word where it could be a name: capitals inside ("K1LL", not "T1D" or "KRAS4B"), hex ("c0de", not
+        # "0a0a"), a symbol ("h@ck", not "pkg@latest").
+        name = (any(token[i].isupper() for i in letters[1:]) or _HEXISH.fullmatch(token)
+                or any(ch in "@$!" for ch in token))
+        return folded if is_word(folded) or not name and words_in(folded) else token
+    # Leet digits only at the ends: folded where that makes a known word. Outside text written mostly in
+    # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
+    # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3", "u53"): "4bu53", "3vil",
+    # "5734l" and "Cr3473" fold.
+    if not any(ch in _LEET_DIGITS for ch in token) or not all(ch.isalpha() or ch in _LEET_DIGITS for ch in token):
+        return token  # nothing to fold, or other digits: "2024", "covid19", "mp4"
+    folded = token.translate(table)
+    if heavy:
+        return folded if is_word(folded) else token
+    if (not letters or _HEXISH.fullmatch(token) or _UNIT.fullmatch(token) and len(token) < 5
+            or letters[0] == 0 and len(token) - letters[-1] < 3 or len(letters) == 1 and len(token) < 4):
         return token
-    first, last = letters[0], letters[-1]
-    if not any(token[i] in _LEET for i in range(first + 1, last)):
-        return token  # nothing between letters: "2nd", "mp3", "win10", "@john", "wow!!!"
-    table = _LEET_UPPER_TABLE if all(token[i].isupper() for i in letters) else _LEET_TABLE
-    inner = token[first:last + 1].translate(table)
-    # With leet inside, leet digits just outside belong to the word too ("5h00t", "h4ck3r5").
-    head, tail = token[:first], token[last + 1:]
-    if all(ch in _LEET_DIGITS for ch in head):
-        head = head.translate(table)
-    if all(ch in _LEET_DIGITS for ch in tail):
-        tail = tail.translate(table)
-    return head + inner + tail
+    return folded if len(folded) >= 3 and is_word(folded) else token
 
 
 def _fold_leet(text: str) -> str:
-    if not _LEET_INSIDE.search(text):  # ordinary text: skip the per-word pass
+    if not _LEET_NEAR.search(text):  # ordinary text: skip the per-word pass
         return text
     folded = 0
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match, heavy: bool) -> str:
         nonlocal folded
-        if m.group(2) is None:  # an e-mail address or URL
+        if m.group(2) is None:  # an e-mail address, URL or number
             return m.group()
-        out = _unleet(m.group(2))
+        out = _unleet(m.group(2), heavy)
         folded += out != m.group(2)
         return out
 
-    text = _LEET_TOKEN.sub(one, text)
-    # Text written mostly in leet: short digit words are leet too ("70" for "to", "7h47" for "that").
-    if folded >= 2 and folded * 4 >= len(text.split()):
-        text = _LEET_WORD.sub(lambda m: m.group().translate(_LEET_TABLE), text)
-    return text
+    out = _LEET_TOKEN.sub(lambda m: one(m, False), text)
+    # Text written mostly in leet: words of leet digits are leet too ("70" for "to", "1" for "I").
+    if folded >= 2 and folded * 8 >= len(text.split()):
+        out = _LEET_TOKEN.sub(lambda m: one(m, True), out)
+    return out
 
 
 def normalize(text: str) -> str:

@@ -108,6 +108,9 @@ class ExecutionPolicy(_Strict):
     normalize: bool = Field(True, description=(
         "Undo obfuscation before scoring: Unicode look-alikes, invisible characters, spaced-out letters "
         "(b o m b) and leetspeak (k1ll). Only the scorer sees it; the original text passes on."))
+    decode: bool = Field(True, description=(
+        "Also score what encoded parts of a text say once decoded (base64, hex, URL-encoding, ROT13, "
+        "reversed text), and take the highest score. Only the scorer sees them; the original text passes on."))
 
 
 class StreamingPolicy(_Strict):
