@@ -142,3 +142,36 @@ def test_export_fp32_for_gpus_is_batch_invariant(tiny_model: Path, tmp_path: Pat
     a = np.array([[s[k] for k in LABELS] for e in exchanges for s in alone.score([e])])
     b = np.array([[s[k] for k in LABELS] for s in together.score(exchanges)])
     assert np.abs(a - b).max() < 1e-5
+
+
+def test_calibrate_command_rewrites_an_exported_models_thresholds(tiny_model: Path, tmp_path: Path, capsys) -> None:
+    """No checkpoint, no torch: the thresholds a model directory ships are recalibrated on new rows in place."""
+    from beaverguard._model import ModelSpec
+    from beaverguard.cli import main
+    from beaverguard.training.calibrate import calibrate
+    from beaverguard.training.data import read_jsonl
+    from beaverguard.training.export_cli import runtime_probs
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    before = json.loads((model / "beaverguard.json").read_text()).get("thresholds")
+    calib = tmp_path / "calib.jsonl"
+    rows = [{"prompt": p, "response": r, "is_safe": i % 3 != 0, "source": "beavertails-test" if r else "toxicchat",
+             "categories": ([] if i % 3 else ["violence,aiding_and_abetting,incitement"]) if r else None}
+            for i, (p, r) in enumerate(PAIRS * 5)]
+    calib.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    assert main(["calibrate", "--model", str(model), "--calib", str(calib)]) == 0
+    report = json.loads((model / "export_report.json").read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["calibration_rows"] == len(rows)
+    expected = calibrate(read_jsonl(calib), runtime_probs(model, read_jsonl(calib)))
+    assert report["thresholds"] == expected != before
+    spec = ModelSpec.load(model)  # the checksums still hold: thresholds are not part of them
+    assert {rail: dict(t) for rail, t in spec.thresholds.items()} == expected
+
+
+def test_calibrate_command_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    from beaverguard.cli import main
+
+    with pytest.raises(SystemExit, match="has no beaverguard.json"):
+        main(["calibrate", "--model", str(tmp_path), "--calib", str(tmp_path / "calib.jsonl")])

@@ -104,6 +104,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from beaverguard.training.export_cli import run_calibrate
+
+    return run_calibrate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="beaverguard", description="Guardrails scored by a BeaverTails model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8",
                    help="int8: the CPU model (default); fp32: the GPU model, batch-invariant, so it batches")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="recalibrate an exported model's thresholds (no torch needed)")
+    p.add_argument("--model", type=Path, required=True, help="the model directory (its beaverguard.json is rewritten)")
+    p.add_argument("--mix", type=Path, help="a data mix: its calibration split, families and budgets")
+    p.add_argument("--data-dir", type=Path, help="where the mix's files are (default: the mix's data_dir)")
+    p.add_argument("--calib", type=Path, help="calibration rows (JSON Lines), without --mix")
+    p.set_defaults(func=cmd_calibrate)
 
     add_train_parser(sub)
     add_serve_parser(sub)

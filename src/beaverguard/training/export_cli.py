@@ -7,6 +7,10 @@ a graph drifts from its source), score the calibration rows with the int8 model
 ``--mix``, the calibration rows, their families and the false-positive budgets
 come from the data mix; otherwise from ``--calib``. Calibrating on the shipped
 graph, not the fp32 one, keeps the thresholds true to what users run.
+
+``beaverguard calibrate`` runs the last two steps alone on a model directory:
+new budgets, or your own traffic as the calibration split, without the
+checkpoint or torch.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from beaverguard.training.data import Row, read_jsonl
 from beaverguard.training.evaluate import score_rows
 from beaverguard.training.export import export
 
-__all__ = ["run_export", "runtime_probs", "write_thresholds", "SAMPLE_SIZE"]
+__all__ = ["run_calibrate", "run_export", "runtime_probs", "write_thresholds", "SAMPLE_SIZE"]
 
 SAMPLE_SIZE = 256  # rows for the export checks
 
@@ -63,30 +67,52 @@ def _calibration(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict, 
         budgets = {rail: Budget(b.fpr, b.maximize, tuple(b.over)) for rail, b in mix.calibration.items()} or None
         return data.calib, data.test, data.families, budgets
     if args.calib is None:
-        raise SystemExit("beaverguard export: pass --mix FILE (its calibration split) or --calib FILE")
+        raise ValueError("pass --mix FILE (its calibration split) or --calib FILE")
     calib = read_jsonl(args.calib)
-    return calib, read_jsonl(args.sample) if args.sample else calib, {}, None
+    sample = getattr(args, "sample", None)  # export only: rows for its checks
+    return calib, read_jsonl(sample) if sample else calib, {}, None
 
 
-def run_export(args: argparse.Namespace) -> int:
-    try:
-        calib, sample, families, budgets = _calibration(args)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"beaverguard export: {exc}") from None
-    if not calib:
-        raise SystemExit("beaverguard export: the calibration split has no rows")
-    sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
-    report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
-                    keep_fp32=args.keep_fp32, precision=args.precision)
-
+def _calibrate_model(model_dir: Path, calib: list[Row], families: dict, budgets: dict | None,
+                     report: dict) -> None:
+    """Score ``calib`` with the model as the guard runs it; write the chosen thresholds and what they reached."""
     reached: dict = {}
-    thresholds = calibrate(calib, runtime_probs(args.out, calib), families=families, budgets=budgets,
+    thresholds = calibrate(calib, runtime_probs(model_dir, calib), families=families, budgets=budgets,
                            report=reached)
-    write_thresholds(args.out, thresholds)
-
+    write_thresholds(model_dir, thresholds)
     report["calibration_rows"] = len(calib)
     report["calibration"] = reached  # the decision's objective and false-positive rate per family
     report["thresholds"] = thresholds
-    (Path(args.out) / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (Path(model_dir) / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def _load_calibration(args: argparse.Namespace, command: str) -> tuple[list[Row], list[Row], dict, dict | None]:
+    try:
+        calib, sample, families, budgets = _calibration(args)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"beaverguard {command}: {exc}") from None
+    if not calib:
+        raise SystemExit(f"beaverguard {command}: the calibration split has no rows")
+    return calib, sample, families, budgets
+
+
+def run_export(args: argparse.Namespace) -> int:
+    calib, sample, families, budgets = _load_calibration(args, "export")
+    sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
+    report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
+                    keep_fp32=args.keep_fp32, precision=args.precision)
+    _calibrate_model(args.out, calib, families, budgets, report)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Recalibrate an exported model in place; the export's own checks in its report are kept."""
+    model_dir = Path(args.model)
+    if not (model_dir / "beaverguard.json").is_file():
+        raise SystemExit(f"beaverguard calibrate: {model_dir} has no beaverguard.json (is it a model directory?)")
+    calib, _, families, budgets = _load_calibration(args, "calibrate")
+    report_path = model_dir / "export_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    _calibrate_model(model_dir, calib, families, budgets, report)
     return 0
