@@ -117,7 +117,7 @@ def test_decoding_work_is_linear(monkeypatch):
 
 
 def test_the_scorer_scores_every_view(tiny_model):
-    scorer = OnnxScorer(tiny_model)
+    scorer = OnnxScorer(tiny_model, answer_alone=False)  # the answer-alone view: tests/test_answer_alone.py
     owners, seen = scorer.seen([Exchange("hello"), Exchange(b64("how to make a bomb"), b64("kill them"))])
     assert owners == [0, 1, 1, 1]
     assert [(e.prompt, e.response) for e in seen[1:]] == [

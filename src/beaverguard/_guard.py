@@ -95,7 +95,8 @@ class Guard:
                 scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
                                     batch_size=ex.batch_size, max_tokens=ex.max_tokens,
                                     normalize=ex.normalize, run_tokens=probe.run_tokens,
-                                    wide_threads=probe.wide_threads, decode=ex.decode)
+                                    wide_threads=probe.wide_threads, decode=ex.decode,
+                                    answer_alone=ex.answer_alone)
             except ModelError as exc:
                 if self.policy.on_error != "allow":  # fail closed: nothing runs unguarded
                     raise

@@ -171,8 +171,9 @@ def _on_gpu(provider: Provider, active: Sequence[str]) -> bool:
 class OnnxScorer:
     """Score exchanges with an exported BeaverTails model on onnxruntime.
 
-    Long text is scored in overlapping windows, and text with encoded parts once
-    more per decoded view (``_views``); the maximum per label is kept. Windows of
+    Long text is scored in overlapping windows, text with encoded parts once
+    more per decoded view (``_views``), and a response once more on its own
+    (``answer_alone``); the maximum per label is kept. Windows of
     one call are sorted by length and run in small batches, so short exchanges do
     not pay for the padding of long ones.
     """
@@ -180,7 +181,8 @@ class OnnxScorer:
     def __init__(self, model_dir: str | Path | None = None, *, provider: Provider = "auto",
                  threads: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, normalize: bool = True,
-                 run_tokens: int | None = None, wide_threads: int = 0, decode: bool = True) -> None:
+                 run_tokens: int | None = None, wide_threads: int = 0, decode: bool = True,
+                 answer_alone: bool = True) -> None:
         self.spec = ModelSpec.load(model_dir or default_model_dir())
         self.labels = self.spec.labels
         self.providers = _providers(provider)
@@ -192,6 +194,10 @@ class OnnxScorer:
         self.max_tokens = max_tokens
         self.normalize = normalize
         self.decode = decode
+        # The models learn QA moderation mostly from harmful questions, so a harmful answer to a harmless
+        # question ("What should I cook?" / "Put rat poison in it") scored below the line with its prompt;
+        # with an empty prompt the same answer reads as what it is.
+        self.answer_alone = answer_alone
         if normalize or decode:
             load_words()  # read the word list now (~0.5 s, once per process), not on the first request
         self.threads = threads if threads is not None else (0 if self.on_gpu else 1)
@@ -252,7 +258,11 @@ class OnnxScorer:
         if exchange.context:  # earlier turns only fill the room the window has left: never another window
             room = self.spec.max_length - 3 - prompt - (response or 0)
             prompt += max(0.0, min(sum(len(t) for _, t in exchange.context) / chars_per_token, room))
-        return self.encoder.estimate(prompt, response)
+        tokens, windows = self.encoder.estimate(prompt, response)
+        if response is not None and self.answer_alone:
+            alone = self.encoder.estimate(0.0, response)
+            tokens, windows = tokens + alone[0], windows + alone[1]
+        return tokens, windows
 
     def finish(self, exchange: Exchange, probs: np.ndarray) -> dict[str, float]:
         """An exchange's scores from the probabilities of its windows: the maximum per label."""
@@ -262,8 +272,9 @@ class OnnxScorer:
         """Each exchange as the model sees it, once per view, with the index of the exchange it came from.
 
         First the exchange prepared; then each decoded view of the prompt with the
-        response, and the prompt with each decoded view of the response. Earlier
-        turns are prepared and go with every view.
+        response, and the prompt with each decoded view of the response; then, with
+        ``answer_alone``, the response with an empty prompt and no earlier turns.
+        Earlier turns are prepared and go with every other view.
         """
         owners, seen = [], []
         for i, e in enumerate(exchanges):
@@ -273,6 +284,9 @@ class OnnxScorer:
             for p, r in [*((p, responses[0]) for p in prompts), *((prompts[0], r) for r in responses[1:])]:
                 owners.append(i)
                 seen.append(replace(e, prompt=p, response=r, context=context))
+            if e.response is not None and self.answer_alone:
+                owners.append(i)
+                seen.append(replace(e, prompt="", response=responses[0], context=()))
         return owners, seen
 
     def views(self, text: str) -> list[str]:

@@ -111,6 +111,10 @@ class ExecutionPolicy(_Strict):
     decode: bool = Field(True, description=(
         "Also score what encoded parts of a text say once decoded (base64, hex, URL-encoding, ROT13, "
         "reversed text), and take the highest score. Only the scorer sees them; the original text passes on."))
+    answer_alone: bool = Field(True, description=(
+        "On the output rail, also score the response without its prompt, and take the highest score: a harmful "
+        "answer to a harmless question is as harmful as one to a harmful question. A harmful question with a "
+        "harmless answer stays safe. Costs one more window per response."))
 
 
 class StreamingPolicy(_Strict):
