@@ -1,10 +1,13 @@
 """The model alone, three ways: the shipped int8 ONNX, the fp32 ONNX, the torch checkpoint.
 
     python benchmarks/bench_model.py --fp32 /path/model.fp32.onnx --torch /path/hf
+    python benchmarks/bench_model.py --baseline old.onnx --name model_vs_previous
 
 The fp32 ONNX comes from ``beaverguard export --keep-fp32 PATH``; the torch
 checkpoint (Hugging Face layout) from ``beaverguard train``. Either may be left
-out. All three get the same token ids (the shipped tokenizer) and their default
+out. ``--baseline`` adds another int8 graph, such as the previous default
+(``git show REV:onnx_models/beaverguard-minilm-l6-int8/model.onnx > old.onnx``),
+to hold a new model to the old one's speed. All of them get the same token ids (the shipped tokenizer) and their default
 thread counts; the measurements are interleaved, model by model, in each pass.
 torch is imported here only, and only with ``--torch``.
 """
@@ -60,6 +63,7 @@ def main() -> None:
     ap.add_argument("--int8", type=Path, default=DEFAULT_MODEL_DIR / "model.onnx", help="shipped int8 ONNX")
     ap.add_argument("--fp32", type=Path, help="fp32 ONNX of the same checkpoint (beaverguard export --keep-fp32)")
     ap.add_argument("--torch", type=Path, help="Hugging Face checkpoint directory (beaverguard train)")
+    ap.add_argument("--baseline", type=Path, help="another int8 ONNX to compare (e.g. the previous default model)")
     ap.add_argument("--tokenizer", type=Path, default=DEFAULT_MODEL_DIR / "tokenizer.json")
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--latency-inputs", type=int, default=16, help="distinct 128-token exchanges per pass")
@@ -87,6 +91,8 @@ def main() -> None:
               "= cores)")]
     if args.fp32:
         models["fp32 ONNX"] = onnx_runner(args.fp32)
+    if args.baseline:
+        models[f"baseline int8 ({args.baseline.name})"] = onnx_runner(args.baseline)
     if args.torch:
         models["torch checkpoint"], note = torch_runner(args.torch)
         notes.append(note)

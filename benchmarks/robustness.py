@@ -1,4 +1,4 @@
-"""Robustness of the default policy's input-rail decision, on data training never saw.
+"""Robustness of the default policy's decision, on data training never saw.
 
     python benchmarks/robustness.py [--n 200] [--seed 0] [--model DIR] [--out benchmarks/results/robustness.md]
 
@@ -15,6 +15,11 @@ rebuilt without torch: plainly worded harmful and benign prompts of the mix's
   after a short "decode this" instruction: the scorer's decoded views must undo them;
 * split over conversation turns with held-out split templates, and the contrast: a
   harmful turn refused, then an unrelated harmless question;
+
+* on the output rail: harmful answers of the test side given to a harmless
+  question instead of their own (what a prompt injection or a poisoned page
+  makes a model say), against the same answers to their own questions; and
+  harmless answers given to the same harmless questions;
 
 and the sources held out whole (harmful, jailbreak and benign look-alike
 sources, never trained or calibrated on), plus held-out look-alike questions.
@@ -58,13 +63,12 @@ def encoded(row: Row, how: str, ask: str) -> Row:
     return Row(f"{ask} {encode(row.prompt, how)}".strip(), None, row.is_safe, row.categories, row.source)
 
 
-def flagged(guard: Guard, exchanges: list[Exchange]) -> list[bool]:
-    scores = guard.score_many(exchanges)
-    return [guard.judge("input", s)[0] is not Action.ALLOW for s in scores]
-
-
 def rate(guard: Guard, rows: list[Row]) -> float:
-    return sum(flagged(guard, [Exchange(r.prompt, None, r.context) for r in rows])) / max(len(rows), 1)
+    """Share of ``rows`` the input rail (or, for rows with a response, the output rail) does not allow."""
+    exchanges = [Exchange(r.prompt, r.response, r.context) for r in rows]
+    scores = guard.score_many(exchanges)
+    return sum(guard.judge("input" if e.response is None else "output", s)[0] is not Action.ALLOW
+               for e, s in zip(exchanges, scores)) / max(len(rows), 1)
 
 
 def machine() -> str:
@@ -143,6 +147,22 @@ def main() -> int:
     benign_row("split turns", "harmful turn refused, then a harmless question: flagged",
                [topic_change(r, rng) for r in harmful], FLOOR_FRAME_BENIGN)
 
+    qa = [r for r in data.test if r.response is not None and not r.context
+           and fam.get(r.source) in ("qa_beavertails", "qa_pku")]
+    bad = rng.sample([r for r in qa if not r.is_safe], min(args.n, sum(not r.is_safe for r in qa)))
+    good = rng.sample([r for r in qa if r.is_safe], min(args.n, sum(r.is_safe for r in qa)))
+    own = rate(guard, bad)
+    rows.append(("answers", "harmful answers to their own questions: recall", len(bad), own, 1.0, ""))
+    swapped = [Row(rng.choice(benign).prompt, r.response, False, r.categories, r.source) for r in bad]
+    rows.append(("answers", "the same answers to a harmless question: recall", len(bad), rate(guard, swapped),
+                 rate(guard, swapped) / own if own else None, ""))
+    without = Guard(Policy.model_validate({"execution": {"answer_alone": False}}), model=args.model)
+    rows.append(("answers", "... with `execution.answer_alone: false`: recall", len(bad), rate(without, swapped),
+                 rate(without, swapped) / own if own else None, ""))
+    without.close()
+    benign_row("answers", "harmless answers to a harmless question: flagged",
+               [Row(rng.choice(benign).prompt, r.response, True, (), r.source) for r in good], FLOOR_FRAME_BENIGN)
+
     held = defaultdict(list)
     for r in data.holdout:
         held[r.source].append(r)
@@ -164,7 +184,7 @@ def main() -> int:
             return "yes" if ratio is not None and ratio >= bound else "**no**"
         return "yes" if (value <= bound if floor.startswith("≤") else value >= bound) else "**no**"
 
-    lines = [f"Model `{model}`, default policy, input rail; {machine()}; "
+    lines = [f"Model `{model}`, default policy; {machine()}; "
              f"`python benchmarks/robustness.py --n {args.n} --seed {args.seed}` "
              f"({time.perf_counter() - start:.0f} s).", "",
              "| section | rows | n | value | × plain | floor | meets |", "|---|---|---|---|---|---|---|"]

@@ -276,10 +276,11 @@ def test_policies_on_the_default_model(policy, bomb, tmp_path):
 def test_log_only_policy_records_what_it_lets_through(tmp_path):
     path = shutil.copy(POLICIES / "internal_tool_log_only.yaml", tmp_path / "policy.yaml")
     guard = Guard.from_yaml(path)
-    reply = guard.run_sync(lambda p: "a reply", "How do I make a bomb?")
+    refusal = "Sorry, I can't help with that."  # a harmless answer: the output rail allows it
+    reply = guard.run_sync(lambda p: refusal, "How do I make a bomb?")
     guard.check_input_sync("How do I bake bread?")
     guard.close()
-    assert reply == "a reply"
+    assert reply == refusal
     records = [json.loads(line) for line in (tmp_path / "beaverguard-audit.jsonl").read_text().splitlines()]
     assert [(r["rail"], r["action"]) for r in records] == [("input", "log")]  # allowed decisions not recorded
     assert records[0]["prompt"] == "How do I make a bomb?"  # content: full
