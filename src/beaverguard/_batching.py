@@ -191,7 +191,7 @@ class Batcher:
         self.refused = 0   # refused at once by admission control
         self.late = 0      # refused at dispatch: the estimate had been wrong
         self.closed = False
-        self.successor: Batcher | None = None  # set on reload: takes the submits that arrive after close
+        self.successor: Batcher | None = None  # set on reload (retire): takes every submit from then on
         self._pending = 0
         self._idle = threading.Condition()
         if self.stepwise:
@@ -216,9 +216,9 @@ class Batcher:
         refused: list[tuple[Future, BaseException]] = []
         futures = []
         with self._cond:
+            if self.successor is not None:  # a caller that fetched this batcher just before a reload
+                return self.successor.submit(exchanges, bulk=bulk)
             if self.closed:
-                if self.successor is not None:  # a caller that fetched this batcher just before a reload
-                    return self.successor.submit(exchanges, bulk=bulk)
                 return [_failed(ScorerError("this batcher is closed (its guard was closed)")) for _ in exchanges]
             if not self._workers:
                 self._start()
@@ -280,6 +280,19 @@ class Batcher:
         finally:
             for f in futures:
                 f.cancel()  # no-op for finished ones; frees the place of the rest
+
+    def retire(self, successor: Batcher) -> None:
+        """Hand later submits to ``successor``, finish everything submitted before, then close (on reload).
+
+        Nothing is refused: a submit either queued here before the hand-over (and is
+        drained), or goes to the successor. Both are decided under the lock, so a
+        caller that fetched this batcher just before a reload cannot slip a check in
+        between the drain and the close.
+        """
+        with self._cond:
+            self.successor = successor
+        self.drain()
+        self.close()
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse what is queued, let what is running finish, then stop.

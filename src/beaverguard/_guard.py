@@ -159,11 +159,11 @@ class Guard:
             keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop",
                     "_callers"}
             batcher, auditor = self._batcher, self._auditor
-            batcher.successor = fresh._batcher
             self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
             if path is not None:
                 self._policy_path = path
-            retire = threading.Thread(target=_retire, args=(batcher, auditor), name="beaverguard-retire", daemon=True)
+            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor), name="beaverguard-retire",
+                                      daemon=True)
             retire.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
         logger.info("beaverguard: policy reloaded%s", f" from {self._policy_path}" if self._policy_path else "")
@@ -479,8 +479,8 @@ def _close_at_exit() -> None:
     time.sleep(0.02)  # a caller between its refusal and its record: a moment to write it, before threads stop
 
 
-def _retire(batcher: Batcher, auditor: Auditor) -> None:
-    """Close a swapped-out batcher once its requests are scored, then flush its audit log."""
-    batcher.drain()
-    batcher.close()
+def _retire(batcher: Batcher, successor: Batcher, auditor: Auditor) -> None:
+    """Close a swapped-out batcher once its requests are scored (later ones go to ``successor``), then flush its
+    audit log."""
+    batcher.retire(successor)
     auditor.close()
