@@ -55,6 +55,8 @@ async def test_a_burst_is_scored_in_time_or_refused_at_once_and_every_decision_i
     refused = [d for d in decisions if d.overloaded]
     assert scored and refused and len(scored) + len(refused) == 200  # no timeout, no other failure
     assert all(d.blocked and d.error_type == "ScorerOverloaded" for d in refused)  # fails closed by default
+    assert all(d.retry_after_s is not None and d.retry_after_s >= 0 for d in refused)  # the refusal's estimate
+    assert any(d.retry_after_s > 0 for d in refused) and all(d.retry_after_s is None for d in scored)
     assert max(d.latency_ms for d in refused) < min(d.latency_ms for d in scored)  # refused without waiting
     guard.close()
     recs = records(tmp_path)

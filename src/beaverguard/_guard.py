@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, close_all, plan
 from beaverguard._decision import decide, threshold
-from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
+from beaverguard._exceptions import (BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError,
+                                     ScorerOverloaded)
 from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
@@ -383,9 +384,15 @@ class Guard:
                 return {}, self._failure(exc)
 
     def _failure(self, exc: Exception) -> str:
-        """The decision's ``error``: ``"<exception class>: <message>"`` (its ``error_type`` is the class)."""
+        """The decision's ``error``: ``"<exception class>: <message>"`` (its ``error_type`` is the class).
+
+        A refusal's message carries the refusal's ``retry_after_s`` along (:class:`_Refusal`), through
+        the rails and the streams, to the decision.
+        """
         if isinstance(exc, _TIMEOUTS):
             return f"TimeoutError: scoring took longer than {self.policy.timeout_s}s"
+        if isinstance(exc, ScorerOverloaded):
+            return _Refusal(f"{type(exc).__name__}: {exc}", exc.retry_after_s)
         return f"{type(exc).__name__}: {exc}"
 
     def _fails_closed(self, error: str) -> bool:
@@ -419,9 +426,23 @@ class Guard:
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
-                            error_type=error_type)
+                            error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None))
         self._auditor.emit(decision, prompt, response)
         return decision
+
+
+class _Refusal(str):
+    """The ``error`` of a check admission control refused: its message, with the refusal's ``retry_after_s``.
+
+    A str, so that everything that passes errors on (the streaming rail, the server) keeps working on it.
+    """
+
+    retry_after_s: float
+
+    def __new__(cls, message: str, retry_after_s: float) -> _Refusal:
+        self = super().__new__(cls, message)
+        self.retry_after_s = retry_after_s
+        return self
 
 
 def _error_type(error: str) -> str:
