@@ -144,3 +144,30 @@ def test_a_policy_that_sets_threads_fixes_every_run():
     assert plan(ExecutionPolicy(workers=2), on_gpu=False, cores=4).wide_threads == 2
     assert plan(ExecutionPolicy(), on_gpu=False, cores=1).wide_threads == 0
     assert plan(ExecutionPolicy(), on_gpu=True, cores=4).wide_threads == 0
+
+
+def test_a_long_queue_is_tokenized_several_texts_at_a_time_and_a_lone_text_alone(tiny_model):
+    """Tokenizing is batched only where a queue waits; runs stay one window each, so no score moves."""
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        scorer, calls = guard.scorer, []
+        encode = scorer.encode
+
+        def spy(exchanges):
+            calls.append(len(exchanges))
+            return encode(exchanges)
+
+        scorer.encode = spy
+        guard.check_input_sync("bread")
+        assert calls == [1]
+
+        async def crowd():
+            return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(200)))
+
+        decisions = asyncio.run(crowd())
+        assert sum(calls) == 201 and max(calls) > 1  # some steps tokenized several texts
+        alone = [OnnxScorer(tiny_model, threads=1).score([Exchange(f"cake {i}")])[0] for i in range(200)]
+        assert [d.scores for d in decisions] == alone
+    finally:
+        guard.close()
