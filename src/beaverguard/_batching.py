@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -299,15 +299,23 @@ class Batcher:
     def close(self, timeout: float | None = None) -> None:
         """Refuse what is queued, let what is running finish, then stop.
 
-        Queued exchanges fail with :class:`ScorerError`; so do later submits. The
-        windows of a text already being scored still run. Waits up to
-        ``timeout`` for the workers.
+        Queued exchanges fail with :class:`ScorerError`; so do later submits, and
+        texts tokenized but none of whose windows has started (a worker tokenizes
+        several at a time under load). The windows of a text already being scored
+        still run. Waits up to ``timeout`` for the workers.
         """
         with self._cond:
             self.closed = True
             refused = [job for lane in self._waiting for job in lane]
             for lane in self._waiting:
                 lane.clear()
+            for lane in self._ready:
+                left = Counter(id(u.job) for u in lane)  # all of a job's unscored windows still here: not started
+                unstarted = {id(u.job): u.job for u in lane if left[id(u.job)] == u.job.left}
+                kept = [u for u in lane if id(u.job) not in unstarted]
+                lane.clear()
+                lane.extend(kept)
+                refused += unstarted.values()
             self._queued[:] = [sum(w.cost for w in lane) for lane in self._ready]
             self._cond.notify_all()
             workers = self._workers
