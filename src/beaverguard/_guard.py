@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -104,6 +105,7 @@ class Guard:
                              "passes unscored (and is audited) until it is fixed: %s", exc)
                 scorer = _Unavailable(str(exc))
         self.scorer = scorer
+        _freeze_startup()
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
         self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False),
@@ -481,6 +483,29 @@ class _Callers:
         with self._cond:
             epoch, self._epoch = self._epoch, self._epoch + 1
             return self._cond.wait_for(lambda: all(e > epoch for e in self._waiting), timeout)
+
+
+_frozen = False
+
+
+def _freeze_startup() -> None:
+    """Take what the process has built so far out of the cyclic collector's walks (once, at the first guard).
+
+    A full collection walks every tracked object, and with beaverguard's imports and
+    model loaded one takes 30-45 ms on a 2-core CPU, holding the GIL: the event loop
+    stops, and in a burst (whose thousands of pending checks are what trigger one) a
+    refusal that should take well under a millisecond took 90 ms
+    (``benchmarks/bench_latency.py``). Modules, the model and the word lists live as
+    long as the process, so ``gc.freeze()`` moves them to the permanent generation,
+    which later collections skip; garbage that exists now is collected first, and
+    objects made later are collected as usual. (What is frozen is still freed when
+    its last reference goes; only a reference cycle among frozen objects would stay.)
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 @atexit.register
