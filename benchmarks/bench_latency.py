@@ -181,7 +181,8 @@ async def long_text(guard: Guard, pairs: list[tuple[str, str]], sizes: list[int]
     texts = long_texts(scorer, pairs, sizes)
     rows, figures = [], {}
     for size, text in zip(sizes, texts):
-        windows = scorer.encode([Exchange(text)])[0]
+        windows = scorer.encode([Exchange(text)])[0]  # every view of the text, as the guard scores it
+        bare_windows = scorer.encoder.windows([text], [None], scorer.max_tokens)[0]  # as the bare plans do
         tokens = sum(len(ids) for ids, _ in windows)
         t: dict = {p.label: [] for p in plans} | {"guard": []}
         for plan in plans:  # warm up
@@ -199,13 +200,14 @@ async def long_text(guard: Guard, pairs: list[tuple[str, str]], sizes: list[int]
         best = min((p.label for p in plans), key=lambda k: median(t[k]))
         ratio = per_pass_ratio(t["guard"], t[best])
         figures[f"long{size}"] = (ratio, ratio <= LONG_FLOOR)
-        rows.append([f"~{size // 1000}k" if size >= 1000 else size, tokens, len(windows), median(t["guard"]) * 1e3,
+        rows.append([f"~{size // 1000}k" if size >= 1000 else size, tokens, f"{len(windows)} / {len(bare_windows)}",
+                     median(t["guard"]) * 1e3,
                      median(t[best]) * 1e3, best.removeprefix("bare: "), f"{ratio:.3f}", verdict(ratio <= LONG_FLOOR)])
     text = (f"## (3) Long text, alone\n\nOne input-rail check of ordinary prose (BeaverTails responses joined) at "
             f"each length, {repeats} passes, order rotated each pass. The bare plans tokenize with the guard's "
             f"encoder and score the same windows on all {cores} cores (the `bench_guard.py` plans, and one "
             "default-threads session running the windows one by one).\n\n"
-            + table(["text", "tokens scored", "windows", "guard ms", "best bare ms", "best bare plan",
+            + table(["text", "tokens scored", "windows: guard / bare", "guard ms", "best bare ms", "best bare plan",
                      "guard / best bare, per pass",
                      f"floor <= {LONG_FLOOR:.2f}"], rows) + "\n")
     return text, figures
@@ -288,7 +290,8 @@ def main() -> None:
             sections.append(text), figures.update(f)
             print(text)
         if "crowd" in parts:
-            text, f = asyncio.run(crowd(guard, load_pairs(128 if args.quick else 256, **kw), [32, 128],
+            # several times 128 exchanges, so that 128 clients' latencies are a queue's, not one round's
+            text, f = asyncio.run(crowd(guard, load_pairs(256 if args.quick else 512, **kw), [32, 128],
                                         repeats))
             sections.append(text), figures.update(f)
             print(text)
