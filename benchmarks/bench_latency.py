@@ -119,44 +119,57 @@ async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int) -> tup
 
 # -- (2) crowd --------------------------------------------------------------------------------
 
-async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], repeats: int) -> tuple[str, dict]:
+async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], repeats: int,
+                plain: Guard | None = None) -> tuple[str, dict]:
+    """``plain``: the same guard with ``normalize`` and ``decode`` off, at 32 clients: what the guard's own
+    text work costs (the bare plans do none)."""
     scorer: OnnxScorer = guard.scorer  # type: ignore[assignment]
     plans = bare_plans(scorer)
     for plan in plans:
         plan.run(pairs[:64])
     await guard_closed_loop(guard, pairs[:64], 8)
-    walls: dict = {p.label: [] for p in plans} | {c: [] for c in levels}
-    lat: dict[int, list[float]] = {c: [] for c in levels}
-    refused = {c: 0 for c in levels}
+    jobs: list = [*plans, *levels] + (["plain"] if plain is not None else [])
+    walls: dict = {k.label if isinstance(k, BarePlan) else k: [] for k in jobs}
+    cpu: dict = {k: [] for k in walls}  # process CPU seconds per measurement
+    lat: dict = {k: [] for k in walls}
+    refused = 0
     for rep in range(repeats):
-        for what in rotated([*plans, *levels], rep):
+        for what in rotated(jobs, rep):
+            c = time.process_time()
             if isinstance(what, BarePlan):
-                walls[what.label].append(what.run(pairs))
+                key, wall = what.label, what.run(pairs)
             else:
-                before = guard._batcher.refused + guard._batcher.late
-                wall, ls = await guard_closed_loop(guard, pairs, what)
-                refused[what] += guard._batcher.refused + guard._batcher.late - before
-                walls[what].append(wall)
-                lat[what] += ls
+                g, clients = (plain, 32) if what == "plain" else (guard, what)
+                before = g._batcher.refused + g._batcher.late
+                wall, ls = await guard_closed_loop(g, pairs, clients)
+                refused += g._batcher.refused + g._batcher.late - before
+                key = what
+                lat[key] += ls
+            cpu[key].append(time.process_time() - c)
+            walls[key].append(wall)
     n = len(pairs)
     best = min((p.label for p in plans), key=lambda k: median(walls[k]))
     rows, figures = [], {}
     for key, ws in walls.items():
         share = per_pass_ratio(walls[best], ws)  # best's time / this time = this throughput / best's
+        label = key if isinstance(key, str) and key != "plain" else (
+            "guard, 32 concurrent clients, `normalize: false`, `decode: false`" if key == "plain"
+            else f"guard, {key} concurrent clients")
         if isinstance(key, int):
             figures[f"crowd{key}"] = (share, share >= CROWD_FLOOR)
-            rows.append([f"guard, {key} concurrent clients", n / median(ws), pct(lat[key], 50) * 1e3,
-                         pct(lat[key], 99) * 1e3, f"{share:.3f}"])
-        else:
-            rows.append([key, n / median(ws), "-", "-", f"{share:.3f}"])
+        timed = bool(lat[key])
+        rows.append([label, n / median(ws), pct(lat[key], 50) * 1e3 if timed else "-",
+                     pct(lat[key], 99) * 1e3 if timed else "-", median(cpu[key]) / n * 1e3, f"{share:.3f}"])
     lines = [f"- {c} clients: **{figures[f'crowd{c}'][0]:.3f}** of the best bare plan; floor >= {CROWD_FLOOR:.2f}: "
              f"{verdict(figures[f'crowd{c}'][1])}" for c in levels]
     text = (f"## (2) Throughput in a crowd\n\n{n} exchanges per measurement, {repeats} passes, order rotated each "
             "pass. Clients call `check_output` in a closed loop (the guard's timeout is long, so no check is "
             "refused or times out: nothing unscored flatters it); the bare plans of `bench_guard.py` know every "
-            f"exchange up front and sort all windows by length (tokenizing included). Checks refused: "
-            f"{sum(refused.values())}.\n\n"
-            + table(["plan", "exchanges/s", "p50 ms", "p99 ms", "throughput / best bare, per pass"], rows)
+            "exchange up front and sort all windows by length (tokenizing included), and neither normalize nor "
+            "decode. CPU ms / exchange is the process's CPU time (every thread) per exchange, which the other "
+            f"jobs on a shared machine touch less than wall time. Checks refused: {refused}.\n\n"
+            + table(["plan", "exchanges/s", "p50 ms", "p99 ms", "CPU ms / exchange",
+                     "throughput / best bare, per pass"], rows)
             + f"\n\nBest bare plan: {best.removeprefix('bare: ')}.\n\n" + "\n".join(lines) + "\n")
     return text, figures
 
@@ -291,8 +304,12 @@ def main() -> None:
             print(text)
         if "crowd" in parts:
             # several times 128 exchanges, so that 128 clients' latencies are a queue's, not one round's
-            text, f = asyncio.run(crowd(guard, load_pairs(256 if args.quick else 512, **kw), [32, 128],
-                                        repeats))
+            plain = make_guard(args.model, "cpu", normalize=False, decode=False)
+            try:
+                text, f = asyncio.run(crowd(guard, load_pairs(256 if args.quick else 512, **kw), [32, 128],
+                                            repeats, plain))
+            finally:
+                plain.close()
             sections.append(text), figures.update(f)
             print(text)
         if "long" in parts:

@@ -146,7 +146,8 @@ def test_reload_under_concurrent_sync_load_drops_nothing(file_guard, policy_file
         t.start()
     try:
         for i in range(6):
-            rewrite(policy_file, (LOGGING if i % 2 else BLOCKING) + f"timeout_s: 120\nexecution: {{batch_size: {i + 1}}}\n")
+            execution = f"timeout_s: 120\nexecution: {{batch_size: {i + 1}}}\n"
+            rewrite(policy_file, (LOGGING if i % 2 else BLOCKING) + execution)
             file_guard.reload()
             time.sleep(0.02)  # let the clients reach the new batcher before the next swap
     finally:

@@ -165,8 +165,8 @@ class Guard:
             self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
             if path is not None:
                 self._policy_path = path
-            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor), name="beaverguard-retire",
-                                      daemon=True)
+            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor),
+                                      name="beaverguard-retire", daemon=True)
             retire.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
         logger.info("beaverguard: policy reloaded%s", f" from {self._policy_path}" if self._policy_path else "")
