@@ -61,6 +61,8 @@ HEADROOM = 0.8
 EWMA = 0.1
 #: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
 WIDE_PROBE = 50
+#: Windows this long or longer have their own estimates of how much faster a wide run is (more than short ones).
+LONG_WINDOW = 128
 #: Most jobs tokenized in one step (when a long queue waits: each worker takes its share, up to this).
 ENCODE_JOBS = 8
 _CALIBRATION = ("How long should I bake a loaf of sourdough bread, and at what temperature? "
@@ -186,6 +188,7 @@ class Batcher:
         self._workers: list[threading.Thread] = []
         self._spt: float | None = None        # seconds per cost token of a single-threaded run (measured)
         self._spt_wide: float | None = None   # ... of a wide run
+        self._long: list[float | None] = [None, None]  # the same two, for windows of LONG_WINDOW tokens or more
         self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
         self._lone = 0                        # lone runs so far (wide or not), for the wide probe
         self.batches_run = 0
@@ -401,6 +404,8 @@ class Batcher:
                     self._lone += 1
                     if self._wide_pays():  # nothing else to do: this run gets every core
                         step.cores = self.plan.workers
+                elif self.can_go_wide and self._free == self.plan.workers and self._lone_text(units, ready):
+                    step.cores = self.plan.workers
                 break
             if waiting:
                 jobs = self._take_jobs(waiting)
@@ -437,6 +442,26 @@ class Batcher:
         if share <= self.plan.batch_size:
             return _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
         return [waiting.popleft() for _ in range(share)]
+
+    def _lone_text(self, units: list[_Window], ready: deque[_Window]) -> bool:
+        """Whether the windows left of a text that has the machine to itself finish sooner run wide, one by one.
+
+        Spread over n workers, k windows take ceil(k / n) narrow runs; run wide, k / s
+        where s is how much faster a wide run of such windows measures. For 5 windows
+        of 256 tokens on 2 cores (s about 1.8) that is 2.8 against 3; for 19, 10.6
+        against 10, so those are spread. Decided again at each window, so a text ends
+        spread once its windows left divide evenly.
+        """
+        if any(self._waiting) or self._ready[_BULK if units[0].lane == _CHECK else _CHECK]:
+            return False
+        job = units[0].job
+        if any(u.job is not job for u in units) or any(u.job is not job for u in ready):
+            return False
+        narrow, wide = self._long if units[0].tokens >= LONG_WINDOW else (self._spt, self._spt_wide)
+        if narrow is None or wide is None:
+            return False
+        k = len(units) + len(ready)
+        return k * wide / narrow < -(-k // self.plan.workers)
 
     def _wide_pays(self) -> bool:
         """Whether a wide run measures faster per token than a single-threaded one (or is due a new try)."""
@@ -486,7 +511,7 @@ class Batcher:
         elapsed = time.perf_counter() - start
         done = []
         with self._cond:
-            self._learn(elapsed / step.cost, wide)
+            self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
             self.batches_run += 1
             self.wide_runs += wide
             for unit, row in zip(units, probs):
@@ -521,7 +546,10 @@ class Batcher:
         for job, res in zip(live, results):
             _resolve(job.future, res)
 
-    def _learn(self, seconds_per_token: float, wide: bool) -> None:
+    def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0) -> None:
+        if tokens >= LONG_WINDOW:
+            old = self._long[wide]
+            self._long[wide] = seconds_per_token if old is None else old + EWMA * (seconds_per_token - old)
         if wide:
             self._spt_wide = seconds_per_token if self._spt_wide is None else \
                 self._spt_wide + EWMA * (seconds_per_token - self._spt_wide)
@@ -545,8 +573,17 @@ class Batcher:
                     self.scorer.run_windows(unit, wide=wide)
                     times.append(time.perf_counter() - start)
                 self._learn(min(times) / cost, wide)
+            if self.can_go_wide:  # a full window too: how much a wide run gains on long text
+                (windows,) = self.scorer.encode([Exchange(_CALIBRATION * 3)])
+                unit = windows[:1]
+                if len(unit[0][0]) >= LONG_WINDOW:
+                    for wide in (False, True):
+                        start = time.perf_counter()
+                        self.scorer.run_windows(unit, wide=wide)
+                        self._learn((time.perf_counter() - start) / _cost(len(unit[0][0])), wide, len(unit[0][0]))
         except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
             self._spt = self._spt_wide = None
+            self._long = [None, None]
 
 
 def close_all(timeout: float | None = None) -> None:
