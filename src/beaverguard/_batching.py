@@ -59,6 +59,9 @@ ATTENTION_TOKENS = 420
 HEADROOM = 0.8
 #: Weight of the newest measurement in the running estimates of seconds per token.
 EWMA = 0.1
+#: ... in those of wide runs, which are fewer (lone runs only): one slow measurement, on a machine that was
+#: busy for a moment, must not keep lone runs narrow for hundreds of runs.
+EWMA_WIDE = 0.3
 #: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
 WIDE_PROBE = 50
 #: Windows this long or longer have their own estimates of how much faster a wide run is (more than short ones).
@@ -549,10 +552,10 @@ class Batcher:
     def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0) -> None:
         if tokens >= LONG_WINDOW:
             old = self._long[wide]
-            self._long[wide] = seconds_per_token if old is None else old + EWMA * (seconds_per_token - old)
+            self._long[wide] = seconds_per_token if old is None else old + (EWMA_WIDE if wide else EWMA) * (seconds_per_token - old)
         if wide:
             self._spt_wide = seconds_per_token if self._spt_wide is None else \
-                self._spt_wide + EWMA * (seconds_per_token - self._spt_wide)
+                self._spt_wide + EWMA_WIDE * (seconds_per_token - self._spt_wide)
         else:
             self._spt = seconds_per_token if self._spt is None else self._spt + EWMA * (seconds_per_token - self._spt)
 
@@ -566,13 +569,15 @@ class Batcher:
             (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
             unit = windows[:1]
             cost = _cost(len(unit[0][0]))
-            for wide in (False, True) if self.can_go_wide else (False,):
-                times = []
-                for _ in range(2):  # the first run of a session is slower: keep the best
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(3):  # the first run of a session is slower, and the machine may be busy: keep the best
+                for wide in (False, True) if self.can_go_wide else (False,):  # interleaved: the same moments
                     start = time.perf_counter()
                     self.scorer.run_windows(unit, wide=wide)
-                    times.append(time.perf_counter() - start)
-                self._learn(min(times) / cost, wide)
+                    times[wide].append(time.perf_counter() - start)
+            for wide, ts in times.items():
+                if ts:
+                    self._learn(min(ts) / cost, wide)
             if self.can_go_wide:  # a full window too: how much a wide run gains on long text
                 (windows,) = self.scorer.encode([Exchange(_CALIBRATION * 3)])
                 unit = windows[:1]
