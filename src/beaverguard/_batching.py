@@ -552,7 +552,8 @@ class Batcher:
     def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0) -> None:
         if tokens >= LONG_WINDOW:
             old = self._long[wide]
-            self._long[wide] = seconds_per_token if old is None else old + (EWMA_WIDE if wide else EWMA) * (seconds_per_token - old)
+            weight = EWMA_WIDE if wide else EWMA
+            self._long[wide] = seconds_per_token if old is None else old + weight * (seconds_per_token - old)
         if wide:
             self._spt_wide = seconds_per_token if self._spt_wide is None else \
                 self._spt_wide + EWMA_WIDE * (seconds_per_token - self._spt_wide)
