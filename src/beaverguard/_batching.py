@@ -453,7 +453,8 @@ class Batcher:
         where s is how much faster a wide run of such windows measures. For 5 windows
         of 256 tokens on 2 cores (s about 1.8) that is 2.8 against 3; for 19, 10.6
         against 10, so those are spread. Decided again at each window, so a text ends
-        spread once its windows left divide evenly.
+        spread once its windows left divide evenly. Every ``WIDE_PROBE`` such runs one
+        goes wide anyway, so that an estimate taken at a busy moment is measured again.
         """
         if any(self._waiting) or self._ready[_BULK if units[0].lane == _CHECK else _CHECK]:
             return False
@@ -461,8 +462,9 @@ class Batcher:
         if any(u.job is not job for u in units) or any(u.job is not job for u in ready):
             return False
         narrow, wide = self._long if units[0].tokens >= LONG_WINDOW else (self._spt, self._spt_wide)
-        if narrow is None or wide is None:
-            return False
+        self._lone += 1
+        if narrow is None or wide is None or self._lone % WIDE_PROBE == 0:
+            return True  # no estimate yet, or one that may be stale (a busy moment): measure a wide run
         k = len(units) + len(ready)
         return k * wide / narrow < -(-k // self.plan.workers)
 
