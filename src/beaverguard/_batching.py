@@ -59,8 +59,10 @@ CHARS_PER_TOKEN = 4
 #: length. Fitted to the default model's runs of 16 to 256 tokens (benchmarks/results/latency.md).
 RUN_TOKENS = 17
 ATTENTION_TOKENS = 420
-#: Share of its timeout that a check may be expected to take and still be admitted.
-HEADROOM = 0.8
+#: Share of its timeout that a check may be expected to take and still be admitted. The rest is for a machine
+#: that slows down after admission (on a shared 2-core machine, by 30% in the middle of a burst, at 0.8: 18 of
+#: 2,000 checks timed out).
+HEADROOM = 0.7
 #: Weight of the newest measurement in the running estimates of seconds per token.
 EWMA = 0.1
 #: ... in those of wide runs, which are fewer (lone runs only): one slow measurement, on a machine that was
@@ -198,6 +200,8 @@ class Batcher:
         self._long: list[float | None] = [None, None]  # the same two, for windows of LONG_WINDOW tokens or more
         self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
         self._lone = 0                        # lone runs so far (wide or not), for the wide probe
+        self._warm_wide = False               # the last run was wide (so a wide one now starts warm)
+        self._probe = 0                       # wide runs still to go in a probe (the first one is not measured)
         self.batches_run = 0
         self.wide_runs = 0
         self.refused = 0   # refused at once by admission control
@@ -473,8 +477,15 @@ class Batcher:
         return k * wide / narrow < -(-k // self.plan.workers)
 
     def _wide_pays(self) -> bool:
-        """Whether a wide run measures faster per token than a single-threaded one (or is due a new try)."""
+        """Whether a wide run measures faster per token than a single-threaded one (or is due a new try).
+
+        A try is three lone runs wide in a row: the first is not measured (it starts cold), the next two are.
+        """
+        if self._probe:
+            self._probe -= 1
+            return True
         if self._spt_wide is None or self._spt is None or self._lone % WIDE_PROBE == 0:
+            self._probe = 2
             return True
         return self._spt_wide < self._spt
 
@@ -520,7 +531,11 @@ class Batcher:
         elapsed = time.perf_counter() - start
         done = []
         with self._cond:
-            self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
+            # A wide run right after narrow ones starts cold (see _calibrate): measuring it would keep lone runs
+            # narrow for good, as the probes would all be cold. The runs after it measure what wide costs.
+            if not (wide and not self._warm_wide):
+                self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
+            self._warm_wide = wide
             self.batches_run += 1
             self.wide_runs += wide
             for unit, row in zip(units, probs):
@@ -555,11 +570,13 @@ class Batcher:
         for job, res in zip(live, results):
             _resolve(job.future, res)
 
-    def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0) -> None:
+    def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0, general: bool = True) -> None:
         if tokens >= LONG_WINDOW:
             old = self._long[wide]
             weight = EWMA_WIDE if wide else EWMA
             self._long[wide] = seconds_per_token if old is None else old + weight * (seconds_per_token - old)
+        if not general:
+            return
         if wide:
             self._spt_wide = seconds_per_token if self._spt_wide is None else \
                 self._spt_wide + EWMA_WIDE * (seconds_per_token - self._spt_wide)
@@ -576,23 +593,25 @@ class Batcher:
             (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
             unit = windows[:1]
             cost = _cost(len(unit[0][0]))
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for _ in range(3):  # the first run of a session is slower, and the machine may be busy: keep the best
-                for wide in (False, True) if self.can_go_wide else (False,):  # interleaved: the same moments
+            # In blocks, not interleaved: a wide run right after a narrow one finds its thread pool asleep and
+            # its own copy of the weights out of cache (measured 1.5x slower than narrow, against 0.65x in a row).
+            for wide in (False, True) if self.can_go_wide else (False,):
+                times = []
+                for _ in range(3):  # the first run of a session is slower, and the machine may be busy: keep the best
                     start = time.perf_counter()
                     self.scorer.run_windows(unit, wide=wide)
-                    times[wide].append(time.perf_counter() - start)
-            for wide, ts in times.items():
-                if ts:
-                    self._learn(min(ts) / cost, wide)
-            if self.can_go_wide:  # a full window too: how much a wide run gains on long text
+                    times.append(time.perf_counter() - start)
+                self._learn(min(times) / cost, wide)
+            if self.can_go_wide:  # a full window too: how much a wide run gains on long text (its own estimates)
                 (windows,) = self.scorer.encode([Exchange(_CALIBRATION * 3)])
-                unit = windows[:1]
-                if len(unit[0][0]) >= LONG_WINDOW:
-                    for wide in (False, True):
+                unit, tokens = windows[:1], len(windows[0][0])
+                for wide in (False, True) if tokens >= LONG_WINDOW else ():
+                    times = []
+                    for _ in range(2):  # a session's first run of a shape is slower
                         start = time.perf_counter()
                         self.scorer.run_windows(unit, wide=wide)
-                        self._learn((time.perf_counter() - start) / _cost(len(unit[0][0])), wide, len(unit[0][0]))
+                        times.append(time.perf_counter() - start)
+                    self._learn(min(times) / _cost(tokens), wide, tokens, general=False)
         except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
             self._spt = self._spt_wide = None
             self._long = [None, None]
