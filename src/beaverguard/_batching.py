@@ -406,11 +406,16 @@ class Batcher:
 
     def _take(self) -> _Step | None:
         """The next step: windows already tokenized first (their texts are older), checks before bulk."""
+        late = self._drop_late(self._ready[_CHECK])
+        if late and not self._has_work():
+            self.late += len(late)
+            return _Step("run", [], cores=0, late=late)  # nothing to run, but these to refuse
         for lane in (_CHECK, _BULK):
             ready, waiting = self._ready[lane], self._waiting[lane]
             if ready:
                 units = _take_from(ready, self.plan.batch_size, self.plan.run_tokens)
-                step = _Step("run", units, cost=sum(u.cost for u in units))
+                step = _Step("run", units, cost=sum(u.cost for u in units), late=late)
+                self.late += len(late)
                 if self.can_go_wide and self._free == self.plan.workers and not self._has_work():
                     self._lone += 1
                     if self._wide_pays():  # nothing else to do: this run gets every core
@@ -421,21 +426,49 @@ class Batcher:
             if waiting:
                 jobs = self._take_jobs(waiting)
                 step = _Step("encode" if self.stepwise else "score", jobs, cost=sum(j.cost for j in jobs))
+                self.late += len(late)
                 if self._spt is not None:  # an estimate was wrong: refuse now what waiting made miss its deadline
                     now, per_core = time.monotonic(), self._spt / self.plan.workers
-                    step.late = [j for j in jobs if j.deadline is not None
-                                 and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
-                    if step.late:
-                        step.items = [j for j in jobs if j not in step.late]
-                        self.late += len(step.late)
+                    hopeless = [j for j in jobs if j.deadline is not None
+                                and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
+                    if hopeless:
+                        step.items = [j for j in jobs if j not in hopeless]
+                        step.late = late + hopeless
+                        self.late += len(hopeless)
+                    else:
+                        step.late = late
                 break
         else:
             return None
         self._queued[lane] -= step.cost
-        step.cost -= sum(j.cost for j in step.late)
+        step.cost -= sum(j.cost for j in step.late if j not in late)
         self._running += step.cost
         self._free -= step.cores
         return step
+
+    def _drop_late(self, ready: deque[_Window]) -> list[_Job]:
+        """Checks at the front of ``ready``, none of whose windows has run, that can no longer finish in time.
+
+        A worker tokenizes several texts at a time under load, so a text's windows may
+        wait behind others' after the check at its dispatch; if the machine slowed down
+        meanwhile, scoring it now would only end in a timeout (and take the time of the
+        checks behind it). It is refused as overloaded instead, before its first run.
+        """
+        if self._spt is None:
+            return []
+        now, late = time.monotonic(), []
+        while ready and ready[0].job.deadline is not None:
+            job = ready[0].job
+            left = [u for u in ready if u.job is job]
+            # at best its windows run side by side: no sooner than its longest, nor than its share of the cores
+            need = max(max(u.cost for u in left), sum(u.cost for u in left) / self.plan.workers) * self._spt
+            if len(left) != job.left or not now + need > job.deadline >= job.arrived + need:
+                break  # started (let it finish), still in time, or never was (an idle guard admits it: it times out)
+            for u in left:
+                ready.remove(u)
+            self._queued[_CHECK] -= sum(u.cost for u in left)
+            late.append(job)
+        return late
 
     def _take_jobs(self, waiting: deque[_Job]) -> list[_Job]:
         """Jobs to tokenize in one step: a share of a long queue, else as a run would take them.
