@@ -1,9 +1,13 @@
-"""What every benchmark shares: the inputs, the timers and the report.
+"""What every benchmark shares: the inputs, the timers, the report, and the bare plans.
 
 Inputs are rows of the BeaverTails 30k test half (QA pairs) drawn with a fixed
 seed, so every script and every run scores the same exchanges. Reports go to
 ``benchmarks/results/<name>.md`` with the machine, the date, the command and
 the versions, because a figure without them cannot be compared.
+
+The guard is judged against bare onnxruntime plans written by hand (``BarePlan``):
+the benchmarks that compare against them share one definition, so "the best bare
+plan" means the same in every result file.
 """
 
 from __future__ import annotations
@@ -140,3 +144,101 @@ def report(name: str, title: str, body: str, *, packages: Sequence[str] = ()) ->
     path.write_text(head + body.rstrip() + "\n", encoding="utf-8")
     print(f"\nwrote {path.relative_to(ROOT)}")
     return path
+
+
+# -- the guard and the bare plans it is measured against ----------------------------------------
+# (below the sys.path line above: beaverguard comes from this checkout's src/)
+
+import asyncio  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from beaverguard import Guard, Policy  # noqa: E402
+from beaverguard._model import OnnxScorer  # noqa: E402
+
+
+def make_guard(model: Path, provider: str, normalize: bool = True, decode: bool = True) -> Guard:
+    """The default policy but for the provider, and a timeout long enough that no check times out.
+
+    On a shared 2-core machine, 128 queued checks can take longer than the default 5 s;
+    a timed-out check would be a decision without scoring and flatter the throughput.
+    """
+    execution = {"provider": provider, "normalize": normalize, "decode": decode}
+    return Guard(Policy.model_validate({"execution": execution,
+                                        "timeout_s": 300}), model=model)
+
+
+
+async def guard_closed_loop(guard: Guard, pairs: list[tuple[str, str]], clients: int) -> tuple[float, list[float]]:
+    todo = iter(range(len(pairs)))
+    latencies: list[float] = []
+
+    async def client() -> None:
+        for i in todo:  # one shared iterator: each exchange is taken once
+            t = time.perf_counter()
+            decision = await guard.check_output(*pairs[i])
+            latencies.append(time.perf_counter() - t)
+            if decision.error:  # a timed-out check would flatter the throughput
+                raise RuntimeError(f"check failed under load: {decision.error}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - t0, latencies
+
+
+class BarePlan:
+    """Hand-scheduled scoring: all exchanges known up front, windows sorted by token length."""
+
+    def __init__(self, label: str, scorer: OnnxScorer, runners: int, threads: int, batch: int) -> None:
+        import onnxruntime as ort
+
+        self.label, self.scorer, self.batch = label, scorer, batch
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.sessions = [ort.InferenceSession(str(scorer.spec.path / "model.onnx"), opts,
+                                              providers=scorer.providers) for _ in range(runners)]
+
+    def run(self, pairs: list[tuple[str, str]]) -> float:
+        enc, names = self.scorer.encoder, self.scorer.input_names
+        t0 = time.perf_counter()
+        per = enc.windows([p for p, _ in pairs], [r for _, r in pairs], self.scorer.max_tokens)
+        windows = [w for ws in per for w in ws]
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i][0]))
+        batches = [order[s:s + self.batch] for s in range(0, len(order), self.batch)]
+        out = np.empty((len(windows), len(self.scorer.labels)), dtype=np.float32)
+        take = iter(batches)
+        lock = threading.Lock()
+
+        def work(session) -> None:
+            while True:
+                with lock:
+                    sel = next(take, None)
+                if sel is None:
+                    return
+                feed = enc.pad([windows[i] for i in sel])
+                logits = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+                out[sel] = 1.0 / (1.0 + np.exp(-logits))
+
+        if len(self.sessions) == 1:
+            work(self.sessions[0])
+        else:
+            threads = [threading.Thread(target=work, args=(s,)) for s in self.sessions]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        return time.perf_counter() - t0
+
+
+def bare_plans(scorer: OnnxScorer) -> list[BarePlan]:
+    if scorer.on_gpu:
+        return [BarePlan("bare: one session, sorted batches of 32", scorer, 1, 0, 32),
+                BarePlan("bare: one session, sorted batches of 64", scorer, 1, 0, 64)]
+    cores = os.cpu_count() or 1
+    return [BarePlan("bare: one session (default threads), sorted batches of 32", scorer, 1, 0, 32),
+            BarePlan(f"bare: {cores} single-threaded sessions on {cores} threads, sorted batches of 4",
+                     scorer, cores, 1, 4),
+            BarePlan(f"bare: {cores} single-threaded sessions on {cores} threads, one exchange per run",
+                     scorer, cores, 1, 1)]

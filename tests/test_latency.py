@@ -96,6 +96,7 @@ def test_a_long_text_is_tokenized_once_and_its_windows_spread_over_the_workers()
     guard = Guard(parse_policy("execution: {workers: 2}\naudit: {log: false}\ntimeout_s: 120\n"))
     try:
         spy = _Spy(guard.scorer)  # type: ignore[arg-type]
+        guard._batcher._long = [1e-5, 1e-5]  # a wide run measured no faster on long windows: spread them
         windows = len(guard.scorer.encode([Exchange(LONG)])[0])
         spy.texts.clear()
         decision = guard.check_input_sync(LONG)
@@ -144,3 +145,53 @@ def test_a_policy_that_sets_threads_fixes_every_run():
     assert plan(ExecutionPolicy(workers=2), on_gpu=False, cores=4).wide_threads == 2
     assert plan(ExecutionPolicy(), on_gpu=False, cores=1).wide_threads == 0
     assert plan(ExecutionPolicy(), on_gpu=True, cores=4).wide_threads == 0
+
+
+def test_a_long_queue_is_tokenized_several_texts_at_a_time_and_a_lone_text_alone(tiny_model):
+    """Tokenizing is batched only where a queue waits; runs stay one window each, so no score moves."""
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        scorer, calls = guard.scorer, []
+        encode = scorer.encode
+
+        def spy(exchanges):
+            calls.append(len(exchanges))
+            return encode(exchanges)
+
+        scorer.encode = spy
+        guard.check_input_sync("bread")
+        assert calls == [1]
+
+        async def crowd():
+            return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(200)))
+
+        decisions = asyncio.run(crowd())
+        assert sum(calls) == 201 and max(calls) > 1  # some steps tokenized several texts
+        alone = [OnnxScorer(tiny_model, threads=1).score([Exchange(f"cake {i}")])[0] for i in range(200)]
+        assert [d.scores for d in decisions] == alone
+    finally:
+        guard.close()
+
+
+def test_a_lone_text_of_few_windows_runs_wide_while_that_finishes_sooner():
+    """5 windows on 2 cores: spread, 3 narrow runs in a row; wide one by one, 5 / 1.8 = 2.8 (then 4 spread)."""
+    guard = Guard(parse_policy("execution: {workers: 2}\naudit: {log: false}\ntimeout_s: 120\n"))
+    try:
+        batcher, scorer = guard._batcher, guard.scorer
+        if not batcher.can_go_wide:
+            pytest.skip("one core: no wide runs")
+        text = next(t for t in (LONG[: n * 100] for n in range(10, 60)) if len(scorer.encode([Exchange(t)])[0]) == 5)
+        batcher._learn = lambda *args: None  # the estimates stay as set here
+        batcher._long = [1.8e-5, 1e-5]  # long windows: a wide run measured 1.8x faster
+        spy = _Spy(scorer)  # type: ignore[arg-type]
+        decision = guard.check_input_sync(text)
+        assert decision.error is None and sum(n for _, n in spy.runs) == 5
+        assert 1 <= batcher.wide_runs < 5  # the first went wide; with 4 left, spread is sooner (2 against 2.2)
+        assert decision.scores == bare_scores(scorer, Exchange(text))  # type: ignore[arg-type]
+        batcher._long = [1e-5, 1e-5]  # measured no faster: all spread (but a last window found alone)
+        before = batcher.wide_runs
+        guard.check_input_sync(text)
+        assert batcher.wide_runs - before <= 1
+    finally:
+        guard.close()

@@ -55,6 +55,8 @@ async def test_a_burst_is_scored_in_time_or_refused_at_once_and_every_decision_i
     refused = [d for d in decisions if d.overloaded]
     assert scored and refused and len(scored) + len(refused) == 200  # no timeout, no other failure
     assert all(d.blocked and d.error_type == "ScorerOverloaded" for d in refused)  # fails closed by default
+    assert all(d.retry_after_s is not None and d.retry_after_s >= 0 for d in refused)  # the refusal's estimate
+    assert any(d.retry_after_s > 0 for d in refused) and all(d.retry_after_s is None for d in scored)
     assert max(d.latency_ms for d in refused) < min(d.latency_ms for d in scored)  # refused without waiting
     guard.close()
     recs = records(tmp_path)
@@ -148,3 +150,33 @@ def test_admission_prices_the_windows_the_encoder_will_make(tiny_model, model):
         count = lambda t: len(enc.tokenizer.encode(t, add_special_tokens=False).ids)  # noqa: E731
         assert enc.estimate(count(prompt), None if response is None else count(response)) == (
             sum(len(ids) for ids, _ in windows), len(windows)), (a, b)
+
+
+def test_a_machine_that_slows_after_admission_gets_refusals_before_the_runs_not_timeouts(tiny_model):
+    """Admitted at one speed, run at a sixth of it: the texts that can no longer make it are refused unscored."""
+    class Slowing(SlowRuns):
+        factor = 1
+
+        def run_windows(self, windows, wide=False):
+            time.sleep((self.factor - 1) * MS_PER_TOKEN / 1000 * sum(len(ids) for ids, _ in windows))
+            return super().run_windows(windows, wide=wide)
+
+    scorer = Slowing(tiny_model, batch_size=1)
+    batcher = Batcher(scorer, plan(ExecutionPolicy(workers=2, batch_size=1), on_gpu=False, cores=2), timeout_s=1.0)
+    try:
+        start = time.monotonic()
+        futures = batcher.submit([Exchange(f"tell me about bread {i}") for i in range(200)])
+        admitted = [f for f in futures if not f.done()]
+        scorer.factor = 6  # the machine is now six times slower than admission measured it
+        done_at = {}
+        for f in admitted:
+            f.add_done_callback(lambda f: done_at.setdefault(f, time.monotonic()))
+        for f in admitted:
+            f.exception(timeout=30)
+        late = [f for f in admitted if isinstance(f.exception(), ScorerOverloaded)]
+        assert late and batcher.late == len(late)  # refused at dispatch, unscored
+        scored = [f for f in admitted if f.exception() is None]
+        assert scored  # the first ones still made it
+        assert max(done_at[f] for f in scored) - start < 1.0 + 0.5  # none scored long past its timeout
+    finally:
+        batcher.close()

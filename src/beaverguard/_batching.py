@@ -12,7 +12,11 @@ them from one queue. Four rules, each from a measurement on a 2-core CPU
 * **The windows of one long text are spread over the workers**: a worker
   tokenizes the text once and puts its windows back in the queue, where every
   free worker takes them; the text's scores are the maximum over its windows,
-  whoever ran them.
+  whoever ran them. A text alone with few windows runs them wide instead while
+  that measures sooner (5 windows on 2 cores: 3 narrow runs in a row against 5
+  wide ones at 1.8x).
+* **Under a long queue a worker tokenizes its share of it at once** (up to
+  ``ENCODE_JOBS`` texts): less CPU per text than one by one; runs are unchanged.
 * **Admission control**: the batcher keeps an estimate of the work ahead
   (tokens, and seconds per token measured on this machine as it runs). A check
   that could not be scored within its timeout is refused at once with
@@ -34,7 +38,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -55,12 +59,21 @@ CHARS_PER_TOKEN = 4
 #: length. Fitted to the default model's runs of 16 to 256 tokens (benchmarks/results/latency.md).
 RUN_TOKENS = 17
 ATTENTION_TOKENS = 420
-#: Share of its timeout that a check may be expected to take and still be admitted.
-HEADROOM = 0.8
+#: Share of its timeout that a check may be expected to take and still be admitted. The rest is for a machine
+#: that slows down after admission (on a shared 2-core machine, by 30% in the middle of a burst, at 0.8: 18 of
+#: 2,000 checks timed out).
+HEADROOM = 0.7
 #: Weight of the newest measurement in the running estimates of seconds per token.
 EWMA = 0.1
+#: ... in those of wide runs, which are fewer (lone runs only): one slow measurement, on a machine that was
+#: busy for a moment, must not keep lone runs narrow for hundreds of runs.
+EWMA_WIDE = 0.3
 #: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
 WIDE_PROBE = 50
+#: Windows this long or longer have their own estimates of how much faster a wide run is (more than short ones).
+LONG_WINDOW = 128
+#: Most jobs tokenized in one step (when a long queue waits: each worker takes its share, up to this).
+ENCODE_JOBS = 8
 _CALIBRATION = ("How long should I bake a loaf of sourdough bread, and at what temperature? "
                 "I have a cast iron pot and a gas oven that runs a little hot. ") * 3
 _CHECK, _BULK = 0, 1  # lanes: checks (with a deadline) before bulk work
@@ -184,14 +197,17 @@ class Batcher:
         self._workers: list[threading.Thread] = []
         self._spt: float | None = None        # seconds per cost token of a single-threaded run (measured)
         self._spt_wide: float | None = None   # ... of a wide run
+        self._long: list[float | None] = [None, None]  # the same two, for windows of LONG_WINDOW tokens or more
         self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
         self._lone = 0                        # lone runs so far (wide or not), for the wide probe
+        self._warm_wide = False               # the last run was wide (so a wide one now starts warm)
+        self._probe = 0                       # wide runs still to go in a probe (the first one is not measured)
         self.batches_run = 0
         self.wide_runs = 0
         self.refused = 0   # refused at once by admission control
         self.late = 0      # refused at dispatch: the estimate had been wrong
         self.closed = False
-        self.successor: Batcher | None = None  # set on reload: takes the submits that arrive after close
+        self.successor: Batcher | None = None  # set on reload (retire): takes every submit from then on
         self._pending = 0
         self._idle = threading.Condition()
         if self.stepwise:
@@ -216,9 +232,9 @@ class Batcher:
         refused: list[tuple[Future, BaseException]] = []
         futures = []
         with self._cond:
+            if self.successor is not None:  # a caller that fetched this batcher just before a reload
+                return self.successor.submit(exchanges, bulk=bulk)
             if self.closed:
-                if self.successor is not None:  # a caller that fetched this batcher just before a reload
-                    return self.successor.submit(exchanges, bulk=bulk)
                 return [_failed(ScorerError("this batcher is closed (its guard was closed)")) for _ in exchanges]
             if not self._workers:
                 self._start()
@@ -281,18 +297,39 @@ class Batcher:
             for f in futures:
                 f.cancel()  # no-op for finished ones; frees the place of the rest
 
+    def retire(self, successor: Batcher) -> None:
+        """Hand later submits to ``successor``, finish everything submitted before, then close (on reload).
+
+        Nothing is refused: a submit either queued here before the hand-over (and is
+        drained), or goes to the successor. Both are decided under the lock, so a
+        caller that fetched this batcher just before a reload cannot slip a check in
+        between the drain and the close.
+        """
+        with self._cond:
+            self.successor = successor
+        self.drain()
+        self.close()
+
     def close(self, timeout: float | None = None) -> None:
         """Refuse what is queued, let what is running finish, then stop.
 
-        Queued exchanges fail with :class:`ScorerError`; so do later submits. The
-        windows of a text already being scored still run. Waits up to
-        ``timeout`` for the workers.
+        Queued exchanges fail with :class:`ScorerError`; so do later submits, and
+        texts tokenized but none of whose windows has started (a worker tokenizes
+        several at a time under load). The windows of a text already being scored
+        still run. Waits up to ``timeout`` for the workers.
         """
         with self._cond:
             self.closed = True
             refused = [job for lane in self._waiting for job in lane]
             for lane in self._waiting:
                 lane.clear()
+            for lane in self._ready:
+                left = Counter(id(u.job) for u in lane)  # all of a job's unscored windows still here: not started
+                unstarted = {id(u.job): u.job for u in lane if left[id(u.job)] == u.job.left}
+                kept = [u for u in lane if id(u.job) not in unstarted]
+                lane.clear()
+                lane.extend(kept)
+                refused += unstarted.values()
             self._queued[:] = [sum(w.cost for w in lane) for lane in self._ready]
             self._cond.notify_all()
             workers = self._workers
@@ -369,38 +406,119 @@ class Batcher:
 
     def _take(self) -> _Step | None:
         """The next step: windows already tokenized first (their texts are older), checks before bulk."""
+        late = self._drop_late(self._ready[_CHECK])
+        if late and not self._has_work():
+            self.late += len(late)
+            return _Step("run", [], cores=0, late=late)  # nothing to run, but these to refuse
         for lane in (_CHECK, _BULK):
             ready, waiting = self._ready[lane], self._waiting[lane]
             if ready:
                 units = _take_from(ready, self.plan.batch_size, self.plan.run_tokens)
-                step = _Step("run", units, cost=sum(u.cost for u in units))
+                step = _Step("run", units, cost=sum(u.cost for u in units), late=late)
+                self.late += len(late)
                 if self.can_go_wide and self._free == self.plan.workers and not self._has_work():
                     self._lone += 1
                     if self._wide_pays():  # nothing else to do: this run gets every core
                         step.cores = self.plan.workers
+                elif self.can_go_wide and self._free == self.plan.workers and self._lone_text(units, ready):
+                    step.cores = self.plan.workers
                 break
             if waiting:
-                jobs = _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
+                jobs = self._take_jobs(waiting)
                 step = _Step("encode" if self.stepwise else "score", jobs, cost=sum(j.cost for j in jobs))
+                self.late += len(late)
                 if self._spt is not None:  # an estimate was wrong: refuse now what waiting made miss its deadline
                     now, per_core = time.monotonic(), self._spt / self.plan.workers
-                    step.late = [j for j in jobs if j.deadline is not None
-                                 and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
-                    if step.late:
-                        step.items = [j for j in jobs if j not in step.late]
-                        self.late += len(step.late)
+                    hopeless = [j for j in jobs if j.deadline is not None
+                                and now + j.cost * per_core > j.deadline >= j.arrived + j.cost * per_core]
+                    if hopeless:
+                        step.items = [j for j in jobs if j not in hopeless]
+                        step.late = late + hopeless
+                        self.late += len(hopeless)
+                    else:
+                        step.late = late
                 break
         else:
             return None
         self._queued[lane] -= step.cost
-        step.cost -= sum(j.cost for j in step.late)
+        step.cost -= sum(j.cost for j in step.late if j not in late)
         self._running += step.cost
         self._free -= step.cores
         return step
 
+    def _drop_late(self, ready: deque[_Window]) -> list[_Job]:
+        """Checks at the front of ``ready``, none of whose windows has run, that can no longer finish in time.
+
+        A worker tokenizes several texts at a time under load, so a text's windows may
+        wait behind others' after the check at its dispatch; if the machine slowed down
+        meanwhile, scoring it now would only end in a timeout (and take the time of the
+        checks behind it). It is refused as overloaded instead, before its first run.
+        """
+        if self._spt is None:
+            return []
+        now, late = time.monotonic(), []
+        while ready and ready[0].job.deadline is not None:
+            job = ready[0].job
+            left = [u for u in ready if u.job is job]
+            # at best its windows run side by side: no sooner than its longest, nor than its share of the cores
+            need = max(max(u.cost for u in left), sum(u.cost for u in left) / self.plan.workers) * self._spt
+            if len(left) != job.left or not now + need > job.deadline >= job.arrived + need:
+                break  # started (let it finish), still in time, or never was (an idle guard admits it: it times out)
+            for u in left:
+                ready.remove(u)
+            self._queued[_CHECK] -= sum(u.cost for u in left)
+            late.append(job)
+        return late
+
+    def _take_jobs(self, waiting: deque[_Job]) -> list[_Job]:
+        """Jobs to tokenize in one step: a share of a long queue, else as a run would take them.
+
+        Tokenizing several texts in one step costs less per text than one by one: at 32
+        clients on a 2-core CPU, 0.31 against 0.44 ms of CPU per QA pair (between model
+        runs the tokenizer and the normalizer start from cold caches; here they stay warm
+        for the next texts, and the lock is taken once). Windows are still run as the
+        plan says, so this changes no score; a lone job is still tokenized alone, so it
+        waits for no one.
+        """
+        if not self.stepwise:
+            return _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
+        share = min(ENCODE_JOBS, len(waiting) // self.plan.workers)
+        if share <= self.plan.batch_size:
+            return _take_from(waiting, self.plan.batch_size, self.plan.run_tokens)
+        return [waiting.popleft() for _ in range(share)]
+
+    def _lone_text(self, units: list[_Window], ready: deque[_Window]) -> bool:
+        """Whether the windows left of a text that has the machine to itself finish sooner run wide, one by one.
+
+        Spread over n workers, k windows take ceil(k / n) narrow runs; run wide, k / s
+        where s is how much faster a wide run of such windows measures. For 5 windows
+        of 256 tokens on 2 cores (s about 1.8) that is 2.8 against 3; for 19, 10.6
+        against 10, so those are spread. Decided again at each window, so a text ends
+        spread once its windows left divide evenly. Every ``WIDE_PROBE`` such runs one
+        goes wide anyway, so that an estimate taken at a busy moment is measured again.
+        """
+        if any(self._waiting) or self._ready[_BULK if units[0].lane == _CHECK else _CHECK]:
+            return False
+        job = units[0].job
+        if any(u.job is not job for u in units) or any(u.job is not job for u in ready):
+            return False
+        narrow, wide = self._long if units[0].tokens >= LONG_WINDOW else (self._spt, self._spt_wide)
+        self._lone += 1
+        if narrow is None or wide is None or self._lone % WIDE_PROBE == 0:
+            return True  # no estimate yet, or one that may be stale (a busy moment): measure a wide run
+        k = len(units) + len(ready)
+        return k * wide / narrow < -(-k // self.plan.workers)
+
     def _wide_pays(self) -> bool:
-        """Whether a wide run measures faster per token than a single-threaded one (or is due a new try)."""
+        """Whether a wide run measures faster per token than a single-threaded one (or is due a new try).
+
+        A try is three lone runs wide in a row: the first is not measured (it starts cold), the next two are.
+        """
+        if self._probe:
+            self._probe -= 1
+            return True
         if self._spt_wide is None or self._spt is None or self._lone % WIDE_PROBE == 0:
+            self._probe = 2
             return True
         return self._spt_wide < self._spt
 
@@ -446,7 +564,11 @@ class Batcher:
         elapsed = time.perf_counter() - start
         done = []
         with self._cond:
-            self._learn(elapsed / step.cost, wide)
+            # A wide run right after narrow ones starts cold (see _calibrate): measuring it would keep lone runs
+            # narrow for good, as the probes would all be cold. The runs after it measure what wide costs.
+            if not (wide and not self._warm_wide):
+                self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
+            self._warm_wide = wide
             self.batches_run += 1
             self.wide_runs += wide
             for unit, row in zip(units, probs):
@@ -481,10 +603,16 @@ class Batcher:
         for job, res in zip(live, results):
             _resolve(job.future, res)
 
-    def _learn(self, seconds_per_token: float, wide: bool) -> None:
+    def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0, general: bool = True) -> None:
+        if tokens >= LONG_WINDOW:
+            old = self._long[wide]
+            weight = EWMA_WIDE if wide else EWMA
+            self._long[wide] = seconds_per_token if old is None else old + weight * (seconds_per_token - old)
+        if not general:
+            return
         if wide:
             self._spt_wide = seconds_per_token if self._spt_wide is None else \
-                self._spt_wide + EWMA * (seconds_per_token - self._spt_wide)
+                self._spt_wide + EWMA_WIDE * (seconds_per_token - self._spt_wide)
         else:
             self._spt = seconds_per_token if self._spt is None else self._spt + EWMA * (seconds_per_token - self._spt)
 
@@ -498,15 +626,28 @@ class Batcher:
             (windows,) = self.scorer.encode([Exchange(_CALIBRATION)])
             unit = windows[:1]
             cost = _cost(len(unit[0][0]))
+            # In blocks, not interleaved: a wide run right after a narrow one finds its thread pool asleep and
+            # its own copy of the weights out of cache (measured 1.5x slower than narrow, against 0.65x in a row).
             for wide in (False, True) if self.can_go_wide else (False,):
                 times = []
-                for _ in range(2):  # the first run of a session is slower: keep the best
+                for _ in range(3):  # the first run of a session is slower, and the machine may be busy: keep the best
                     start = time.perf_counter()
                     self.scorer.run_windows(unit, wide=wide)
                     times.append(time.perf_counter() - start)
                 self._learn(min(times) / cost, wide)
+            if self.can_go_wide:  # a full window too: how much a wide run gains on long text (its own estimates)
+                (windows,) = self.scorer.encode([Exchange(_CALIBRATION * 3)])
+                unit, tokens = windows[:1], len(windows[0][0])
+                for wide in (False, True) if tokens >= LONG_WINDOW else ():
+                    times = []
+                    for _ in range(2):  # a session's first run of a shape is slower
+                        start = time.perf_counter()
+                        self.scorer.run_windows(unit, wide=wide)
+                        times.append(time.perf_counter() - start)
+                    self._learn(min(times) / _cost(tokens), wide, tokens, general=False)
         except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
             self._spt = self._spt_wide = None
+            self._long = [None, None]
 
 
 def close_all(timeout: float | None = None) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import gc
 import inspect
 import logging
 import os
@@ -24,7 +25,8 @@ from typing import Any, TypeVar
 from beaverguard._audit import Auditor
 from beaverguard._batching import Batcher, close_all, plan
 from beaverguard._decision import decide, threshold
-from beaverguard._exceptions import BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError
+from beaverguard._exceptions import (BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError,
+                                     ScorerOverloaded)
 from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
@@ -104,6 +106,7 @@ class Guard:
                              "passes unscored (and is audited) until it is fixed: %s", exc)
                 scorer = _Unavailable(str(exc))
         self.scorer = scorer
+        _freeze_startup()
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
         self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False),
@@ -160,11 +163,11 @@ class Guard:
             keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop",
                     "_callers"}
             batcher, auditor = self._batcher, self._auditor
-            batcher.successor = fresh._batcher
             self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
             if path is not None:
                 self._policy_path = path
-            retire = threading.Thread(target=_retire, args=(batcher, auditor), name="beaverguard-retire", daemon=True)
+            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor),
+                                      name="beaverguard-retire", daemon=True)
             retire.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
         logger.info("beaverguard: policy reloaded%s", f" from {self._policy_path}" if self._policy_path else "")
@@ -384,9 +387,15 @@ class Guard:
                 return {}, self._failure(exc)
 
     def _failure(self, exc: Exception) -> str:
-        """The decision's ``error``: ``"<exception class>: <message>"`` (its ``error_type`` is the class)."""
+        """The decision's ``error``: ``"<exception class>: <message>"`` (its ``error_type`` is the class).
+
+        A refusal's message carries the refusal's ``retry_after_s`` along (:class:`_Refusal`), through
+        the rails and the streams, to the decision.
+        """
         if isinstance(exc, _TIMEOUTS):
             return f"TimeoutError: scoring took longer than {self.policy.timeout_s}s"
+        if isinstance(exc, ScorerOverloaded):
+            return _Refusal(f"{type(exc).__name__}: {exc}", exc.retry_after_s)
         return f"{type(exc).__name__}: {exc}"
 
     def _fails_closed(self, error: str) -> bool:
@@ -420,9 +429,23 @@ class Guard:
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
-                            error_type=error_type)
+                            error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None))
         self._auditor.emit(decision, prompt, response)
         return decision
+
+
+class _Refusal(str):
+    """The ``error`` of a check admission control refused: its message, with the refusal's ``retry_after_s``.
+
+    A str, so that everything that passes errors on (the streaming rail, the server) keeps working on it.
+    """
+
+    retry_after_s: float
+
+    def __new__(cls, message: str, retry_after_s: float) -> _Refusal:
+        self = super().__new__(cls, message)
+        self.retry_after_s = retry_after_s
+        return self
 
 
 def _error_type(error: str) -> str:
@@ -463,6 +486,29 @@ class _Callers:
             return self._cond.wait_for(lambda: all(e > epoch for e in self._waiting), timeout)
 
 
+_frozen = False
+
+
+def _freeze_startup() -> None:
+    """Take what the process has built so far out of the cyclic collector's walks (once, at the first guard).
+
+    A full collection walks every tracked object, and with beaverguard's imports and
+    model loaded one takes 30-45 ms on a 2-core CPU, holding the GIL: the event loop
+    stops, and in a burst (whose thousands of pending checks are what trigger one) a
+    refusal that should take well under a millisecond took 90 ms
+    (``benchmarks/bench_latency.py``). Modules, the model and the word lists live as
+    long as the process, so ``gc.freeze()`` moves them to the permanent generation,
+    which later collections skip; garbage that exists now is collected first, and
+    objects made later are collected as usual. (What is frozen is still freed when
+    its last reference goes; only a reference cycle among frozen objects would stay.)
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 @atexit.register
 def _close_at_exit() -> None:
     """Close every guard at interpreter exit: queued checks refused, running ones finished, logs flushed.
@@ -480,8 +526,8 @@ def _close_at_exit() -> None:
     time.sleep(0.02)  # a caller between its refusal and its record: a moment to write it, before threads stop
 
 
-def _retire(batcher: Batcher, auditor: Auditor) -> None:
-    """Close a swapped-out batcher once its requests are scored, then flush its audit log."""
-    batcher.drain()
-    batcher.close()
+def _retire(batcher: Batcher, successor: Batcher, auditor: Auditor) -> None:
+    """Close a swapped-out batcher once its requests are scored (later ones go to ``successor``), then flush its
+    audit log."""
+    batcher.retire(successor)
     auditor.close()

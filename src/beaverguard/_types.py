@@ -65,6 +65,9 @@ class Decision:
     #: The class name of the error behind ``error``: ``"ScorerOverloaded"``, ``"ScorerError"``,
     #: ``"TimeoutError"``, ...; None when scoring succeeded.
     error_type: str | None = None
+    #: When admission control refused the check: its estimate of the seconds until the queue has
+    #: room again (a server's Retry-After); None otherwise.
+    retry_after_s: float | None = None
 
     @property
     def blocked(self) -> bool:

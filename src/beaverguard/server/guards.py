@@ -109,12 +109,13 @@ def refuse_if_overloaded(guard: ServerGuard, decision: Decision, metrics: Metric
     """429 with Retry-After where admission control refused a check and the policy blocks it (``on_overload``).
 
     Under ``on_overload: allow`` the decision allows, and the request passes on unscored (audited).
-    Retry-After is the policy's ``timeout_s``: admission control admits only what it expects to score
-    within it, so by then the work ahead has been scored. (A Decision does not carry the refusal's own
-    ``retry_after_s``; ``/v1/guard/score``, which sees the exception, sends that.)
+    Retry-After is the refusal's own estimate (``Decision.retry_after_s``: when the work queued ahead
+    should leave room for it), else the policy's ``timeout_s``: admission control admits only what it
+    expects to score within it, so by then the work ahead has been scored.
     """
     if decision.overloaded and decision.action is Action.BLOCK:
-        raise too_busy(guard.policy.timeout_s, metrics, endpoint)
+        retry = decision.retry_after_s
+        raise too_busy(guard.policy.timeout_s if retry is None else retry, metrics, endpoint)
 
 
 def too_busy(retry_after_s: float, metrics: Metrics, endpoint: str) -> ApiError:
