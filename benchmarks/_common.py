@@ -159,13 +159,17 @@ from beaverguard import Guard, Policy  # noqa: E402
 from beaverguard._model import OnnxScorer  # noqa: E402
 
 
-def make_guard(model: Path, provider: str, normalize: bool = True, decode: bool = True) -> Guard:
+def make_guard(model: Path, provider: str, normalize: bool = True, decode: bool = True,
+               answer_alone: bool = False) -> Guard:
     """The default policy but for the provider, and a timeout long enough that no check times out.
 
     On a shared 2-core machine, 128 queued checks can take longer than the default 5 s;
     a timed-out check would be a decision without scoring and flatter the throughput.
+    ``answer_alone`` is off unless asked for: the bare plans score each pair once, and
+    the default policy's second window per response (``execution.answer_alone``) is
+    measured apart, as its own row.
     """
-    execution = {"provider": provider, "normalize": normalize, "decode": decode}
+    execution = {"provider": provider, "normalize": normalize, "decode": decode, "answer_alone": answer_alone}
     return Guard(Policy.model_validate({"execution": execution,
                                         "timeout_s": 300}), model=model)
 

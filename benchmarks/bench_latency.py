@@ -120,15 +120,17 @@ async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int) -> tup
 # -- (2) crowd --------------------------------------------------------------------------------
 
 async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], repeats: int,
-                plain: Guard | None = None) -> tuple[str, dict]:
+                plain: Guard | None = None, answer_alone: Guard | None = None) -> tuple[str, dict]:
     """``plain``: the same guard with ``normalize`` and ``decode`` off, at 32 clients: what the guard's own
-    text work costs (the bare plans do none)."""
+    text work costs (the bare plans do none). ``answer_alone``: with the default policy's second window per
+    response on (``execution.answer_alone``), at 32 clients: what that view costs."""
     scorer: OnnxScorer = guard.scorer  # type: ignore[assignment]
     plans = bare_plans(scorer)
     for plan in plans:
         plan.run(pairs[:64])
     await guard_closed_loop(guard, pairs[:64], 8)
-    jobs: list = [*plans, *levels] + (["plain"] if plain is not None else [])
+    extras = {k: g for k, g in (("plain", plain), ("answer_alone", answer_alone)) if g is not None}
+    jobs: list = [*plans, *levels, *extras]
     walls: dict = {k.label if isinstance(k, BarePlan) else k: [] for k in jobs}
     cpu: dict = {k: [] for k in walls}  # process CPU seconds per measurement
     lat: dict = {k: [] for k in walls}
@@ -139,7 +141,7 @@ async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], r
             if isinstance(what, BarePlan):
                 key, wall = what.label, what.run(pairs)
             else:
-                g, clients = (plain, 32) if what == "plain" else (guard, what)
+                g, clients = (extras[what], 32) if what in extras else (guard, what)
                 before = g._batcher.refused + g._batcher.late
                 wall, ls = await guard_closed_loop(g, pairs, clients)
                 refused += g._batcher.refused + g._batcher.late - before
@@ -152,9 +154,9 @@ async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], r
     rows, figures = [], {}
     for key, ws in walls.items():
         share = per_pass_ratio(walls[best], ws)  # best's time / this time = this throughput / best's
-        label = key if isinstance(key, str) and key != "plain" else (
-            "guard, 32 concurrent clients, `normalize: false`, `decode: false`" if key == "plain"
-            else f"guard, {key} concurrent clients")
+        label = {"plain": "guard, 32 concurrent clients, `normalize: false`, `decode: false`",
+                 "answer_alone": "guard, 32 concurrent clients, `answer_alone: true` (the default policy)"}.get(
+            key, key if isinstance(key, str) else f"guard, {key} concurrent clients")
         if isinstance(key, int):
             figures[f"crowd{key}"] = (share, share >= CROWD_FLOOR)
         timed = bool(lat[key])
@@ -311,11 +313,13 @@ def main() -> None:
         if "crowd" in parts:
             # several times 128 exchanges, so that 128 clients' latencies are a queue's, not one round's
             plain = make_guard(args.model, "cpu", normalize=False, decode=False)
+            both = make_guard(args.model, "cpu", answer_alone=True)
             try:
                 text, f = asyncio.run(crowd(guard, load_pairs(256 if args.quick else 512, **kw), [32, 128],
-                                            repeats, plain))
+                                            repeats, plain, both))
             finally:
                 plain.close()
+                both.close()
             sections.append(text), figures.update(f)
             print(text)
         if "long" in parts:
