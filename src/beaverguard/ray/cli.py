@@ -38,8 +38,11 @@ def run_score(args: argparse.Namespace) -> int:
                                  cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                                  batch_size=args.batch_size, shard_bytes=max(1, int(args.shard_mb * 2**20)),
                                  progress=progress)
-    except ValueError as exc:  # bad rows or paths, also when raised on a worker (Ray re-raises them as such)
-        print(f"beaverguard score: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+    except Exception as exc:
+        cause = _user_error(exc)
+        if cause is None:
+            raise
+        print(f"beaverguard score: {cause}", file=sys.stderr)
         return 2
     finally:
         if started:
@@ -48,3 +51,18 @@ def run_score(args: argparse.Namespace) -> int:
         print(f"{result.rows_written} rows written in {result.shards - result.skipped} shards to {result.output} "
               f"({result.skipped} of {result.shards} shards were already written)", file=sys.stderr)
     return 0
+
+
+def _user_error(exc: BaseException) -> ValueError | None:
+    """The ValueError (a bad row, path or output directory) behind ``exc``, also when a worker raised it.
+
+    Ray wraps an error raised on a worker (``RayTaskError(ValueError)``, the original
+    in its ``cause``); a user gets that one line, not the stack of wrappers.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc) is ValueError:
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__  # RayTaskError keeps it in .cause
+    return None

@@ -35,7 +35,7 @@ __all__ = ["score_files", "JobResult", "MANIFEST", "SUCCESS"]
 logger = logging.getLogger("beaverguard.ray")
 MANIFEST, SUCCESS = "_manifest.json", "_SUCCESS"
 _INTERNAL = ("_shard", "_row")
-_READER_CPUS = 0.1
+_READER_CPUS = 0  # reading waits on storage: it must not wait for a CPU that the actors hold
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,14 @@ def score_files(input: str, output: str, *, policy: Policy | str | Path | None =
     written = 0
     if pending:
         specs = ray.data.from_items([s.to_row() for s in pending], override_num_blocks=len(pending))
-        # reading waits on storage, not a core: a sliver of a CPU each, so the readers never hold the
-        # CPUs the scoring actors need
+        # reading waits on storage, not a core: no CPU reserved, or readers would wait behind actors
+        # that hold every CPU (and the actors for rows the readers have not read: a deadlock)
         rows = specs.map_batches(_read_shards, fn_args=(input,), batch_size=1, batch_format="pyarrow",
                                  num_cpus=_READER_CPUS)
         rows.context.execution_options.preserve_order = True
         scored = score_dataset(rows, policy=policy, model=model, actors=actors, cpus_per_actor=cpus_per_actor,
                                gpus_per_actor=gpus_per_actor, batch_size=batch_size)
+        scored.context.raise_original_map_exception = True  # a bad row's ValueError, not Ray's wrapper of it
         writer = _ShardWriter(out_fs, out_dir, fmt, progress)
         for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
             writer.add(batch)
