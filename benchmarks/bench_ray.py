@@ -101,7 +101,7 @@ def _burst(guard, prompts: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=600, help="rows of the batch job (default 600)")
+    parser.add_argument("--rows", type=int, default=1000, help="rows of the batch job (default 1000)")
     parser.add_argument("--checks", type=int, default=200, help="sequential checks per remote scorer (default 200)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the batch figures")
     args = parser.parse_args()
@@ -182,7 +182,11 @@ def main() -> None:
         ray.shutdown()
 
     per_core = max(local_rate, args.rows / median(runs["ray, 2 actors"])) / (os.cpu_count() or 1)
+    import shutil
+
+    gpu = "no GPU" if shutil.which("nvidia-smi") is None else "a GPU present, unused (every actor here is a CPU actor)"
     body = "\n".join([
+        f"This machine: {os.cpu_count()} cores, {gpu}; the cluster, the driver, the server and the client share them.", "",
         f"{args.rows} rows (BeaverTails test-half QA pairs, one in four a prompt alone), the default int8 model, "
         f"{args.repeats} interleaved repeats (median). Ray: a local cluster of 2 CPUs, started once in "
         f"{ray_start:.1f} s (not in the figures); each actor reserves 1 CPU and loads the model once; "

@@ -61,6 +61,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _ray_score(args: argparse.Namespace) -> int:
     """``score --engine ray``: Ray is imported here, and only here, so the core install never needs it."""
     try:
+        import ray  # noqa: F401  (here, so that a missing extra is reported before anything starts)
+
         from beaverguard.ray.cli import run_score
     except ImportError as exc:
         if (exc.name or "").split(".")[0] not in ("ray", "pyarrow"):
