@@ -28,12 +28,13 @@ def actor_policy(policy: Policy | None, *, cpus: float, gpus: float) -> Policy:
     """The policy an actor scores under: its scoring sized to the resources Ray reserved for it.
 
     One worker per reserved CPU (not one per core of the node, which other actors
-    share), and CUDA where the actor holds a GPU; what the policy sets itself wins.
+    share); CUDA and the guard's GPU plan where the actor holds a GPU. What the
+    policy sets itself wins.
     """
     policy = policy or Policy()
     ex = policy.execution
     update: dict[str, Any] = {}
-    if ex.workers is None:
+    if ex.workers is None and gpus == 0:  # a GPU actor keeps the GPU plan (one worker, batches of 64)
         update["workers"] = max(1, int(cpus))
     if gpus > 0 and ex.provider == "auto":
         update["provider"] = "cuda"
