@@ -139,7 +139,8 @@ def main() -> None:
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "beaverguard.cli", "serve", "--upstream", "http://127.0.0.1:9/v1",
                                "--port", str(port), "--log-level", "warning"],
-                              env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     serve_port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
     serve.run(scoring_app(num_replicas=1, num_cpus=1), name="beaverguard", route_prefix="/")
@@ -153,7 +154,8 @@ def main() -> None:
         policy = parse_policy(json.dumps(quiet))
         local = Guard(policy)
         guards = {"local guard": (local, None)}
-        for name, url in (("RemoteScorer -> beaverguard serve", plain), ("RemoteScorer -> Ray Serve (1 replica)", tier)):
+        for name, url in (("RemoteScorer -> beaverguard serve", plain),
+                          ("RemoteScorer -> Ray Serve (1 replica)", tier)):
             scorer = RemoteScorer(url)
             guards[name] = (Guard(policy, scorer=scorer), scorer)
         for g, _ in guards.values():  # warm-up: sessions, connections
@@ -186,7 +188,8 @@ def main() -> None:
 
     gpu = "no GPU" if shutil.which("nvidia-smi") is None else "a GPU present, unused (every actor here is a CPU actor)"
     body = "\n".join([
-        f"This machine: {os.cpu_count()} cores, {gpu}; the cluster, the driver, the server and the client share them.", "",
+        f"This machine: {os.cpu_count()} cores, {gpu}; the cluster, the driver, the server and the client "
+        "share them.", "",
         f"{args.rows} rows (BeaverTails test-half QA pairs, one in four a prompt alone), the default int8 model, "
         f"{args.repeats} interleaved repeats (median). Ray: a local cluster of 2 CPUs, started once in "
         f"{ray_start:.1f} s (not in the figures); each actor reserves 1 CPU and loads the model once; "

@@ -104,7 +104,8 @@ def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, bat
     else:
         default = Plan(workers=cores, batch_size=batch, threads=1, run_tokens=128 if batch > 1 else None)
     workers = execution.workers or default.workers
-    wide = min(workers, cores) if not (on_gpu or remote) and execution.threads is None and min(workers, cores) > 1 else 0
+    narrow = on_gpu or remote or execution.threads is not None or min(workers, cores) <= 1
+    wide = 0 if narrow else min(workers, cores)
     return Plan(
         workers=workers,
         batch_size=execution.batch_size or default.batch_size,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = ["score_files", "JobResult", "MANIFEST", "SUCCESS"]
 logger = logging.getLogger("beaverguard.ray")
 MANIFEST, SUCCESS = "_manifest.json", "_SUCCESS"
 _INTERNAL = ("_shard", "_row")
+_MARKER = re.compile(r"part-(\d+)\.done")
 _READER_CPUS = 0  # reading waits on storage: it must not wait for a CPU that the actors hold
 
 
@@ -69,7 +71,8 @@ def score_files(input: str, output: str, *, policy: Policy | str | Path | None =
                                       "shard_bytes": shard_bytes, "shards": len(shards)})
     done = _done(out_fs, out_dir)
     pending = [s for s in shards if s.index not in done]
-    logger.info("beaverguard score --engine ray: %d shards, %d already written", len(shards), len(shards) - len(pending))
+    logger.info("beaverguard score --engine ray: %d shards, %d already written", len(shards),
+                len(shards) - len(pending))
     written = 0
     if pending:
         specs = ray.data.from_items([s.to_row() for s in pending], override_num_blocks=len(pending))
@@ -169,9 +172,8 @@ def _jsonl(table: pa.Table) -> str:
 
 def _done(fs: pafs.FileSystem, out_dir: str) -> set[int]:
     """Indices of the shards already written (those with a marker)."""
-    found = fs.get_file_info(pafs.FileSelector(out_dir))
-    return {int(Path(f.path).name[5:11]) for f in found
-            if Path(f.path).name.startswith("part-") and f.path.endswith(".done")}
+    names = (Path(f.path).name for f in fs.get_file_info(pafs.FileSelector(out_dir)))
+    return {int(m.group(1)) for m in map(_MARKER.fullmatch, names) if m}
 
 
 def _check_manifest(fs: pafs.FileSystem, out_dir: str, manifest: dict[str, Any]) -> None:
