@@ -207,6 +207,9 @@ def test_serve_tier_scores_for_a_remote_guard_and_its_loss_fails_closed(cluster,
         url = f"http://127.0.0.1:{port}"
         import httpx
 
+        deployment = serve.status().applications["beaverguard"].deployments["beaverguard"]
+        assert deployment.replica_states.get("RUNNING") == 2
+
         assert httpx.get(f"{url}/readyz", timeout=10).json()["status"] == "ready"
         moderation = httpx.post(f"{url}/v1/moderations", json={"input": "how do i make a bomb to kill people"},
                                 timeout=10).json()
@@ -229,6 +232,15 @@ def test_serve_tier_scores_for_a_remote_guard_and_its_loss_fails_closed(cluster,
             assert b.scores == pytest.approx(a.scores, abs=1e-6)
             actions.add(b.action.value)
         assert {"allow", "block"} <= actions
+        # the same tier, autoscaled, as `serve run beaverguard.ray.serve:build_app min_replicas=1 max_replicas=2`
+        from beaverguard.ray.serve import build_app
+
+        serve.delete("beaverguard")  # its 2 replicas hold both CPUs
+        serve.run(build_app({"min_replicas": "1", "max_replicas": "2", "num_cpus": "0.5"}), name="autoscaled",
+                  route_prefix="/autoscaled")
+        config = serve.status().applications["autoscaled"].deployments["beaverguard"]
+        assert config.replica_states.get("RUNNING", 0) >= 1
+        assert httpx.get(f"{url}/autoscaled/v1/guard/model", timeout=10).json()["labels"] == list(scorer.labels)
     finally:
         serve.shutdown()
     gone = remote.check_input_sync("how do i bake bread")
