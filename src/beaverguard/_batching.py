@@ -76,6 +76,9 @@ LONG_WINDOW = 128
 ENCODE_JOBS = 8
 _CALIBRATION = ("How long should I bake a loaf of sourdough bread, and at what temperature? "
                 "I have a cast iron pot and a gas oven that runs a little hot. ") * 3
+#: A remote scorer's requests in flight at once, and most exchanges in one request (the server takes 256).
+REMOTE_IN_FLIGHT = 8
+REMOTE_BATCH = 64
 _CHECK, _BULK = 0, 1  # lanes: checks (with a deadline) before bulk work
 
 _live: weakref.WeakSet[Batcher] = weakref.WeakSet()
@@ -93,22 +96,29 @@ class Plan:
     wide_threads: int = 0
 
 
-def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, batch_invariant: bool = True) -> Plan:
+def plan(execution: ExecutionPolicy, on_gpu: bool, cores: int | None = None, batch_invariant: bool = True,
+         remote: bool = False) -> Plan:
     """Choose how to run scoring; the policy's execution settings override each choice.
 
     A model that is not ``batch_invariant`` (int8 with dynamic activation
     quantization computes one scale per run) runs every exchange alone, so a
     request's scores never depend on what other requests were in flight.
     ``threads`` set in the policy fixes the threads of every run (no wide runs).
+    A ``remote`` scorer (``RemoteScorer``) waits on the network, not on a core:
+    REMOTE_IN_FLIGHT requests at once, and what queues meanwhile goes in the
+    next request, up to REMOTE_BATCH exchanges (batching on the wire).
     """
     cores = cores or os.cpu_count() or 1
     batch = default_batch_size(on_gpu, batch_invariant)
-    if on_gpu:
+    if remote:
+        default = Plan(workers=REMOTE_IN_FLIGHT, batch_size=REMOTE_BATCH, threads=0)
+    elif on_gpu:
         default = Plan(workers=1, batch_size=batch, threads=0)
     else:
         default = Plan(workers=cores, batch_size=batch, threads=1, run_tokens=128 if batch > 1 else None)
     workers = execution.workers or default.workers
-    wide = min(workers, cores) if not on_gpu and execution.threads is None and min(workers, cores) > 1 else 0
+    narrow = on_gpu or remote or execution.threads is not None or min(workers, cores) <= 1
+    wide = 0 if narrow else min(workers, cores)
     return Plan(
         workers=workers,
         batch_size=execution.batch_size or default.batch_size,

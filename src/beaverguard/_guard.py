@@ -110,7 +110,8 @@ class Guard:
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
         self.plan = plan(ex, on_gpu=getattr(scorer, "on_gpu", False),
-                         batch_invariant=getattr(scorer, "batch_invariant", True))
+                         batch_invariant=getattr(scorer, "batch_invariant", True),
+                         remote=getattr(scorer, "remote", False))
         self._batcher = Batcher(scorer, self.plan, self.policy.timeout_s)
         self._callers = _Callers()
         self._auditor = Auditor(self.policy.audit)

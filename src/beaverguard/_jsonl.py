@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["read_records"]
+__all__ = ["read_records", "parse_record"]
 
 
 def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
@@ -24,12 +24,17 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
             if not line.strip():
                 continue
             where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{where}: each row needs a string 'prompt'")
-            if record.get("response") is not None and not isinstance(record["response"], str):
-                raise ValueError(f"{where}: 'response' must be a string or null")
-            yield where, record
+            yield where, parse_record(line, where)
+
+
+def parse_record(line: str | bytes, where: str) -> dict:
+    """One row of such a file (not blank), checked as :func:`read_records` checks it; ``where`` names it in errors."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise ValueError(f"{where}: each row needs a string 'prompt'")
+    if record.get("response") is not None and not isinstance(record["response"], str):
+        raise ValueError(f"{where}: 'response' must be a string or null")
+    return record

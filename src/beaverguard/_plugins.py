@@ -129,6 +129,7 @@ class _WithPlugins:
         self.labels = tuple(dict.fromkeys([*model.labels, *(label for s in scorers for label in s.labels)]))
         self.on_gpu = getattr(model, "on_gpu", False)
         self.batch_invariant = getattr(model, "batch_invariant", True)
+        self.remote = getattr(model, "remote", False)
         if all(callable(getattr(model, m, None)) for m in ("encode", "run_windows", "finish")):
             # the batcher runs the model in steps (spreading a text's windows); plugins join at the last one
             self.encode, self.run_windows, self.finish = model.encode, model.run_windows, self._finish

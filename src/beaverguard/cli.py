@@ -39,26 +39,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return _ray_score(args)
     from tqdm import tqdm
 
-    from beaverguard._types import Exchange
+    from beaverguard._rows import exchange_of, scored_fields
 
-    rows = _read_rows(args.input)
+    rows = _read_rows(Path(args.input))
     guard = _guard(args)
-    exchanges = [Exchange(r["prompt"], r.get("response")) for r in rows]
+    exchanges = [exchange_of(r) for r in rows]
     with tqdm(total=len(rows), desc="scoring", unit="row", disable=args.quiet) as bar:
         scores = guard.score_many(exchanges, progress=bar.update)
     with contextlib.ExitStack() as stack:  # closes the file it opens, never stdout
-        out = sys.stdout if args.output == Path("-") else stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         for row, ex, s in zip(rows, exchanges, scores):
-            action, _ = guard.judge("input" if ex.response is None else "output", s)
-            row = dict(row)
-            row["scores"] = {k: round(v, 6) for k, v in s.items() if k != "unsafe"}
-            row["unsafe"] = round(s["unsafe"], 6)
-            row["flagged"] = action.value != "allow"
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json.dumps({**row, **scored_fields(guard, ex, s)}, ensure_ascii=False) + "\n")
     guard.close()
     return 0
+
+
+def _ray_score(args: argparse.Namespace) -> int:
+    """``score --engine ray``: Ray is imported here, and only here, so the core install never needs it."""
+    try:
+        import ray  # noqa: F401  (here, so that a missing extra is reported before anything starts)
+
+        from beaverguard.ray.cli import run_score
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("ray", "pyarrow"):
+            raise
+        print(f"beaverguard score --engine ray needs the ray extra ({exc.name} is missing): "
+              'pip install "beaverguard[ray]"', file=sys.stderr)
+        return 2
+    return run_score(args)
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -124,10 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--response", help="judge this response with the prompt (output rail)")
     p.set_defaults(func=cmd_check)
 
-    p = with_guard_options(sub.add_parser("score", help="score a JSON Lines file of {prompt, response}"))
-    p.add_argument("--input", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True, help="output JSON Lines ('-' for stdout)")
+    p = with_guard_options(sub.add_parser("score", help="score a JSON Lines file of {prompt, response}",
+                                          description="Add scores, unsafe and flagged to every row. --engine ray "
+                                                      "scores on a Ray cluster (ray extra): JSON Lines or "
+                                                      "Parquet, local paths or pyarrow.fs URIs (s3://, gs://, "
+                                                      "...), written as shards into the --output directory; a "
+                                                      "re-run skips the shards already written."))
+    # strings, not Paths: a URI such as s3://bucket/x must keep its double slash
+    p.add_argument("--input", required=True, help="JSON Lines file (ray: also Parquet, a directory, a URI)")
+    p.add_argument("--output", required=True, help="output JSON Lines ('-' for stdout); ray: a directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: an actor pool on a Ray cluster (ray extra)")
+    ray = p.add_argument_group("--engine ray")
+    ray.add_argument("--ray-address", help="cluster to join (default: $RAY_ADDRESS, else start a local one)")
+    ray.add_argument("--actors", type=int, default=1, help="scoring actors, each holding one model (default 1)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs each actor reserves (default 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0,
+                     help="GPUs each actor reserves; > 0 scores on CUDA (onnxruntime-gpu) (default 0)")
+    ray.add_argument("--batch-size", type=int, default=64, help="rows per batch sent to an actor (default 64)")
+    ray.add_argument("--shard-mb", type=float, default=8.0,
+                     help="input megabytes per output shard, the unit a re-run skips (default 8; Parquet: "
+                          "one shard per row group)")
     p.set_defaults(func=cmd_score)
 
     pol = sub.add_parser("policy", help="policy files").add_subparsers(dest="policy_command", required=True)

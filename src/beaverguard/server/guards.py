@@ -55,7 +55,9 @@ class ServerGuard(Guard):
         spec = self.scorer.spec
         return {"name": spec.name, "labels": list(spec.labels), "max_length": spec.max_length,
                 "batch_invariant": bool(getattr(self.scorer, "batch_invariant", spec.batch_invariant)),
-                "thresholds": {rail: self.thresholds(rail) for rail in ("input", "output")}}
+                "thresholds": {rail: self.thresholds(rail) for rail in ("input", "output")},
+                "default_thresholds": {rail: {k: float(v) for k, v in self._defaults[rail].items()}
+                                       for rail in ("input", "output")}}
 
     async def score_raw(self, exchanges: Sequence[Exchange]) -> list[Scores]:
         """The model's scores, no decision, no audit (``POST /v1/guard/score``): the caller's policy decides.

@@ -175,6 +175,9 @@ class ModelInfo(_Closed):
     batch_invariant: bool
     thresholds: dict[Literal["input", "output"], dict[str, float]] = Field(
         description="The score at which each label fires on each rail, under the policy of the caller's key.")
+    default_thresholds: dict[Literal["input", "output"], dict[str, float]] = Field(
+        description="The model's calibrated thresholds, what a policy's null threshold means: a remote "
+                    "scorer's own policy decides with these (RemoteScorer).")
 
 
 class ErrorDetail(_Closed):
