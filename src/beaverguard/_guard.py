@@ -30,7 +30,7 @@ from beaverguard._exceptions import (BeaverguardError, GuardBlocked, ModelError,
 from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
-from beaverguard._policy import Policy
+from beaverguard._policy import Policy, RemotePolicy
 from beaverguard._types import Action, Decision, Exchange, Rail, Scores
 from beaverguard._yaml import load_policy
 
@@ -94,11 +94,14 @@ class Guard:
         if scorer is None:
             probe = plan(ex, on_gpu=ex.provider == "cuda")
             try:
-                scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
-                                    batch_size=ex.batch_size, max_tokens=ex.max_tokens,
-                                    normalize=ex.normalize, run_tokens=probe.run_tokens,
-                                    wide_threads=probe.wide_threads, decode=ex.decode,
-                                    answer_alone=ex.answer_alone)
+                if self.policy.remote is not None and model is None:
+                    scorer = _remote_scorer(self.policy.remote)
+                else:
+                    scorer = OnnxScorer(model or self.policy.model, provider=ex.provider, threads=probe.threads,
+                                        batch_size=ex.batch_size, max_tokens=ex.max_tokens,
+                                        normalize=ex.normalize, run_tokens=probe.run_tokens,
+                                        wide_threads=probe.wide_threads, decode=ex.decode,
+                                        answer_alone=ex.answer_alone)
             except ModelError as exc:
                 if self.policy.on_error != "allow":  # fail closed: nothing runs unguarded
                     raise
@@ -106,6 +109,7 @@ class Guard:
                              "passes unscored (and is audited) until it is fixed: %s", exc)
                 scorer = _Unavailable(str(exc))
         self.scorer = scorer
+        self._owns_scorer = self._scorer_arg is None  # what it built, it closes (a remote scorer's connections)
         _freeze_startup()
         self.plugins = [spec.plugin for spec in self.policy.plugins]
         scorer = with_plugins(scorer, self.plugins)
@@ -152,7 +156,7 @@ class Guard:
                 else:
                     policy = load_policy(path or self._policy_path)
                 old = self.policy
-                same_model = policy.model == old.model and policy.execution == old.execution
+                same_model = (policy.model, policy.remote, policy.execution) == (old.model, old.remote, old.execution)
                 reuse = self._scorer_arg or (self.scorer if same_model else None)
                 fresh = Guard(policy, model=self._model_arg, scorer=reuse)
                 if isinstance(fresh.scorer, _Unavailable):  # a reload never swaps a working model for none
@@ -164,10 +168,14 @@ class Guard:
             keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop",
                     "_callers"}
             batcher, auditor = self._batcher, self._auditor
+            kept = self.scorer is reuse
+            done_with = self.scorer if self._owns_scorer and not kept else None  # closed once its batcher retires
+            owns = self._owns_scorer if kept else fresh._owns_scorer
             self.__dict__.update({k: v for k, v in vars(fresh).items() if k not in keep})
+            self._owns_scorer = owns
             if path is not None:
                 self._policy_path = path
-            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor),
+            retire = threading.Thread(target=_retire, args=(batcher, fresh._batcher, auditor, done_with),
                                       name="beaverguard-retire", daemon=True)
             retire.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retire]
@@ -347,6 +355,8 @@ class Guard:
         # a decision that comes later still gets its record, written at once
         self._callers.wait_for_current(timeout=self.policy.timeout_s)
         self._auditor.close()
+        if self._owns_scorer:
+            _close_scorer(self.scorer)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -527,8 +537,28 @@ def _close_at_exit() -> None:
     time.sleep(0.02)  # a caller between its refusal and its record: a moment to write it, before threads stop
 
 
-def _retire(batcher: Batcher, successor: Batcher, auditor: Auditor) -> None:
+def _retire(batcher: Batcher, successor: Batcher, auditor: Auditor, scorer: Scorer | None = None) -> None:
     """Close a swapped-out batcher once its requests are scored (later ones go to ``successor``), then flush its
-    audit log."""
+    audit log, and close the scorer it alone used (a remote scorer's connections)."""
     batcher.retire(successor)
     auditor.close()
+    _close_scorer(scorer)
+
+
+def _close_scorer(scorer: object) -> None:
+    close = getattr(scorer, "close", None)
+    if callable(close):
+        close()
+
+
+def _remote_scorer(remote: RemotePolicy) -> Scorer:
+    """The policy's ``remote`` tier as a scorer; its key comes from the environment variable the policy names."""
+    from beaverguard.remote import RemoteScorer
+
+    key = None
+    if remote.api_key_env is not None:
+        key = os.environ.get(remote.api_key_env)
+        if not key:
+            raise ModelError(f"remote.api_key_env names {remote.api_key_env}, which is not set: export the tier's "
+                             "API key in it")
+    return RemoteScorer(remote.url, api_key=key, timeout=remote.timeout_s)

@@ -150,6 +150,18 @@ class PluginSpec(_Strict):
         return self._plugin
 
 
+class RemotePolicy(_Strict):
+    """A shared scoring tier (``beaverguard serve`` or its Ray Serve deployment) that scores instead of a local model.
+
+    This process still decides, audits and times out by its own policy; the tier only scores.
+    """
+
+    url: str = Field(pattern=r"^https?://", description="The tier's base URL (http:// or https://).")
+    api_key_env: str | None = Field(None, description=(
+        "Name of the environment variable that holds the tier's API key (the key itself never goes in the file)."))
+    timeout_s: float = Field(10.0, gt=0, description="Most seconds one HTTP request to the tier may take.")
+
+
 class Policy(_Strict):
     """A guard policy. Every key is optional; the defaults block what the model flags."""
 
@@ -157,6 +169,8 @@ class Policy(_Strict):
     # Plugins come before the rails: validating them registers the categories the rails may name.
     plugins: list[PluginSpec] = Field(default_factory=list, description="Plugins to load (entry points).")
     model: Path | None = Field(None, description="Model directory; null: the embedded default model.")
+    remote: RemotePolicy | None = Field(None, description=(
+        "Score on a shared tier over HTTP instead of loading a model here; null: score locally."))
     input: RailPolicy = Field(default_factory=RailPolicy, description="Input rail.")
     output: RailPolicy = Field(default_factory=RailPolicy, description="Output rail.")
     blocked_message: str = Field("Sorry, I can't help with that.", description="What a blocked request gets back.")
@@ -172,6 +186,12 @@ class Policy(_Strict):
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
+
+    @model_validator(mode="after")
+    def _one_place_to_score(self) -> Policy:
+        if self.model is not None and self.remote is not None:
+            raise ValueError("set model (score here) or remote (score on a tier), not both")
+        return self
 
     @model_validator(mode="after")
     def _plugins_provide_what_rails_need(self) -> Policy:

@@ -142,3 +142,67 @@ def test_a_wrong_key_is_refused_without_echoing_it(tiny_model):
             assert scorer.score([__import__("beaverguard").Exchange("hello")])[0]["unsafe"] < 0.5
     finally:
         server.stop()
+
+
+def test_a_policy_names_the_tier_and_the_guard_owns_its_connections(tier, tiny_model, tmp_path):
+    """`remote:` in policy YAML: the same decisions as a local guard; reload and close() close what it opened."""
+    from beaverguard._policy import Policy
+
+    local = Guard(_policy("", tmp_path / "local.jsonl"), model=tiny_model)
+    remote = Guard(_policy(f"remote: {{url: '{tier.url}', timeout_s: 5}}\n", tmp_path / "remote.jsonl"))
+    try:
+        assert isinstance(remote.scorer, RemoteScorer)
+        for text in TEXTS:
+            assert remote.check_input_sync(text).action == local.check_input_sync(text).action, text
+        first = remote.scorer
+        remote.reload(remote.policy.model_copy(update={"timeout_s": 4.0}))  # same tier: the scorer is kept
+        assert remote.scorer is first and not first._client.is_closed
+        remote.reload(Policy.model_validate({"remote": {"url": tier.url, "timeout_s": 3}}))  # another: a new one
+        assert remote.scorer is not first
+        for thread in remote._retiring:
+            thread.join()
+        assert first._client.is_closed  # the old connections closed once its batcher retired
+        assert remote.check_input_sync("how do i make a bomb").blocked
+    finally:
+        remote.close()
+        local.close()
+    assert remote.scorer._client.is_closed
+
+
+def test_a_scorer_passed_in_is_the_callers_to_close(tier, tmp_path):
+    with RemoteScorer(tier.url) as scorer:
+        guard = Guard(_policy("", tmp_path / "a.jsonl"), scorer=scorer)
+        guard.close()
+        assert not scorer._client.is_closed
+
+
+def test_the_policys_key_comes_from_the_environment(tiny_model, tmp_path, monkeypatch):
+    from beaverguard.server import ApiKeys
+
+    app = create_app(ServerSettings(upstream="http://127.0.0.1:9/v1", model=tiny_model,
+                                    api_keys=ApiKeys({"sk-tier": "default"})))
+    server = ServerThread(app)
+    yaml = f"remote: {{url: '{server.url}', api_key_env: TIER_KEY}}\n"
+    try:
+        monkeypatch.delenv("TIER_KEY", raising=False)
+        with pytest.raises(ModelError, match="TIER_KEY, which is not set"):  # fails closed at start
+            Guard(_policy(yaml, tmp_path / "a.jsonl"))
+        monkeypatch.setenv("TIER_KEY", "sk-tier")
+        guard = Guard(_policy(yaml, tmp_path / "b.jsonl"))
+        assert guard.check_input_sync("how do i make a bomb").blocked
+        assert "sk-tier" not in repr(guard.scorer) and "sk-tier" not in guard.policy.model_dump_json()
+        guard.close()
+    finally:
+        server.stop()
+
+
+def test_a_policy_cannot_name_both_a_model_and_a_tier(tmp_path):
+    from beaverguard import PolicyError
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("model: ./m\nremote:\n  url: http://tier:8080\n")
+    with pytest.raises(PolicyError, match="not both") as err:
+        Guard(path)
+    assert "policy.yaml" in str(err.value)
+    with pytest.raises(PolicyError, match="url"):
+        parse_policy("remote: {url: 'tier:8080'}\n")
