@@ -154,11 +154,11 @@ def main() -> int:
     own = rate(guard, bad)
     rows.append(("answers", "harmful answers to their own questions: recall", len(bad), own, 1.0, ""))
     swapped = [Row(rng.choice(benign).prompt, r.response, False, r.categories, r.source) for r in bad]
-    rows.append(("answers", "the same answers to a harmless question: recall", len(bad), rate(guard, swapped),
-                 rate(guard, swapped) / own if own else None, ""))
     without = Guard(Policy.model_validate({"execution": {"answer_alone": False}}), model=args.model)
-    rows.append(("answers", "... with `execution.answer_alone: false`: recall", len(bad), rate(without, swapped),
-                 rate(without, swapped) / own if own else None, ""))
+    for what, g in (("the same answers to a harmless question", guard),
+                    ("... with `execution.answer_alone: false`", without)):
+        value = rate(g, swapped)
+        rows.append(("answers", f"{what}: recall", len(bad), value, value / own if own else None, ""))
     without.close()
     benign_row("answers", "harmless answers to a harmless question: flagged",
                [Row(rng.choice(benign).prompt, r.response, True, (), r.source) for r in good], FLOOR_FRAME_BENIGN)

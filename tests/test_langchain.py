@@ -17,6 +17,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
+from langchain_helpers import outputs, text
+
 from beaverguard import GuardBlocked
 from beaverguard.langchain import GuardedRunnable
 
@@ -53,9 +55,6 @@ def model_saying(*replies: str) -> GenericFakeChatModel:
     return GenericFakeChatModel(messages=iter(replies))
 
 
-def text(chunks) -> str:
-    return "".join(c.content for c in chunks)
-
 
 # -- invoke / ainvoke / stream / astream ---------------------------------------------------
 
@@ -70,20 +69,6 @@ async def test_allowed_request_passes_through_every_entry_point(guard):
     achunks = [c async for c in wrapped.astream("how do i make bread")]
     assert len(achunks) > 1 and all(isinstance(c, AIMessageChunk) for c in achunks) and text(achunks) == reply
 
-
-async def outputs(wrapped, call: str, value, config) -> list:
-    """Call ``wrapped`` the way ``call`` names; what comes back, as a list of messages or chunks."""
-    if call == "invoke":
-        return [wrapped.invoke(value, config)]
-    if call == "ainvoke":
-        return [await wrapped.ainvoke(value, config)]
-    if call == "stream":
-        return list(wrapped.stream(value, config))
-    if call == "astream":
-        return [c async for c in wrapped.astream(value, config)]
-    if call == "batch":
-        return wrapped.batch(value, config)
-    return await wrapped.abatch(value, config)
 
 
 @pytest.mark.parametrize("call", ["invoke", "ainvoke", "stream", "astream", "batch", "abatch"])

@@ -21,6 +21,8 @@ from langchain_core.tools import tool
 from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel
 
+from langchain_helpers import outputs, text
+
 from beaverguard import GuardBlocked
 from beaverguard.langchain import GuardedChatModel, GuardedRunnable
 from beaverguard.langchain.testing import ScriptedChatModel, tool_call
@@ -83,23 +85,6 @@ def scripted(*replies) -> ScriptedChatModel:
     return ScriptedChatModel(replies=list(replies))
 
 
-def text(chunks) -> str:
-    return "".join(c.content for c in chunks)
-
-
-async def outputs(wrapped, call: str, value, config=None) -> list:
-    """Call ``wrapped`` the way ``call`` names; what comes back, as a list of messages or chunks."""
-    if call == "invoke":
-        return [wrapped.invoke(value, config)]
-    if call == "ainvoke":
-        return [await wrapped.ainvoke(value, config)]
-    if call == "stream":
-        return list(wrapped.stream(value, config))
-    if call == "astream":
-        return [c async for c in wrapped.astream(value, config)]
-    if call == "batch":
-        return wrapped.batch(value, config)
-    return await wrapped.abatch(value, config)
 
 
 def merged(out: list):
