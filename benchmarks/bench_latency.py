@@ -41,6 +41,10 @@ ALONE_FLOOR = 1.10
 CROWD_FLOOR = 0.95
 LONG_FLOOR = 1.15
 BURST_TIMEOUT_S, BURST_SCORED_S, BURST_REFUSED_S = 2.0, 2.2, 0.050
+#: Idle time between two paths. A bare session with onnxruntime's default threads keeps its pool spinning after
+#: a run; for the next ~50 ms that took a core from whatever ran next (two single-threaded 256-token runs side by
+#: side: 40 ms instead of 20), so the path measured after it paid for it.
+SETTLE_S = 0.2
 
 
 def rotated(items: list, rep: int) -> list:
@@ -53,6 +57,11 @@ def per_pass_ratio(ours: list[float], best: list[float]) -> float:
     """Median over passes of (ours / best) within each pass: steadier than a ratio of medians when the machine is
     shared."""
     return median([a / b for a, b in zip(ours, best)])
+
+
+def settle() -> None:
+    """Let the spinning threads of the path just measured stop before the next one starts (``SETTLE_S``)."""
+    time.sleep(SETTLE_S)
 
 
 def verdict(ok: bool) -> str:
@@ -89,6 +98,7 @@ async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int) -> tup
     paths = ["guard", *plans]
     for rep in range(repeats):
         for path in rotated(paths, rep):
+            settle()
             ts = await run_guard() if path == "guard" else run_bare(path)
             key = "guard" if path == "guard" else path.label
             lat[key] += ts
@@ -137,6 +147,7 @@ async def crowd(guard: Guard, pairs: list[tuple[str, str]], levels: list[int], r
     refused = 0
     for rep in range(repeats):
         for what in rotated(jobs, rep):
+            settle()
             c = time.process_time()
             if isinstance(what, BarePlan):
                 key, wall = what.label, what.run(pairs)
@@ -211,6 +222,7 @@ async def long_text(guard: Guard, pairs: list[tuple[str, str]], sizes: list[int]
         await guard.check_input(text)
         for rep in range(repeats):
             for what in rotated(["guard", *plans], rep):
+                settle()
                 if what == "guard":
                     start = time.perf_counter()
                     d = await guard.check_input(text)

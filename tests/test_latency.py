@@ -136,6 +136,34 @@ def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model
         guard.close()
 
 
+def test_one_stalled_run_does_not_swing_the_plan_but_a_lasting_change_does(tiny_model):
+    """A wide run the machine stalled (10x its time) leaves lone runs wide; runs that stay slow turn them narrow."""
+    from beaverguard._batching import EWMA_WIDE, OUTLIER
+
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        batcher = guard._batcher
+        if not batcher.can_go_wide:
+            pytest.skip("one core: no wide runs")
+        batcher._spt, batcher._spt_wide, batcher._lone, batcher._probe = 1e-4, 6e-5, 1, 0  # no probe due
+        batcher._learn(6e-4, wide=True)  # stalled
+        assert batcher._spt_wide == pytest.approx(6e-5 * (1 + EWMA_WIDE * (OUTLIER - 1)))
+        assert batcher._wide_pays()
+        for _ in range(8):  # slower for good: the estimate follows within a few runs
+            batcher._learn(3e-4, wide=True)
+        assert batcher._spt_wide > batcher._spt and not batcher._wide_pays()
+    finally:
+        guard.close()
+
+
+def test_the_wide_session_stops_spinning_when_a_run_ends():
+    """Its pool would otherwise spin on, taking a core from the single-threaded runs that follow."""
+    scorer = OnnxScorer(wide_threads=2)
+    assert scorer.wide is not None
+    assert scorer.wide.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 def test_a_policy_that_sets_threads_fixes_every_run():
     from beaverguard._batching import plan
     from beaverguard._policy import ExecutionPolicy

@@ -159,3 +159,10 @@ async def test_decode_switch_turns_it_off(make_guard):
 def test_policy_field_is_documented():
     field = Policy.model_fields["execution"].annotation.model_fields["decode"]
     assert field.default is True and field.description
+
+
+@pytest.mark.parametrize("text", ["Uryyb jbeyq, ubj ner lbh gbqnl?", "\u212aill the \u0130stanbul ROT13 ebg13",
+                                  "caf\u00e9 na\u00efve \u00c6ther ABC def", ""])
+def test_words_are_read_the_same_on_the_ascii_fast_path_and_off_it(text):
+    """ASCII text is lowered in one pass; other text word by word (lowering 'K', the Kelvin sign, makes a 'k')."""
+    assert _views._lower_words(text) == tuple(w.lower() for w in _views._WORDS.findall(text))

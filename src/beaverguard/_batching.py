@@ -68,6 +68,8 @@ EWMA = 0.1
 #: ... in those of wide runs, which are fewer (lone runs only): one slow measurement, on a machine that was
 #: busy for a moment, must not keep lone runs narrow for hundreds of runs.
 EWMA_WIDE = 0.3
+#: Most that one measurement counts for, in times the estimate it updates (see _blend).
+OUTLIER = 1.5
 #: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
 WIDE_PROBE = 50
 #: Windows this long or longer have their own estimates of how much faster a wide run is (more than short ones).
@@ -614,17 +616,15 @@ class Batcher:
             _resolve(job.future, res)
 
     def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0, general: bool = True) -> None:
+        weight = EWMA_WIDE if wide else EWMA
         if tokens >= LONG_WINDOW:
-            old = self._long[wide]
-            weight = EWMA_WIDE if wide else EWMA
-            self._long[wide] = seconds_per_token if old is None else old + weight * (seconds_per_token - old)
+            self._long[wide] = _blend(self._long[wide], seconds_per_token, weight)
         if not general:
             return
         if wide:
-            self._spt_wide = seconds_per_token if self._spt_wide is None else \
-                self._spt_wide + EWMA_WIDE * (seconds_per_token - self._spt_wide)
+            self._spt_wide = _blend(self._spt_wide, seconds_per_token, weight)
         else:
-            self._spt = seconds_per_token if self._spt is None else self._spt + EWMA * (seconds_per_token - self._spt)
+            self._spt = _blend(self._spt, seconds_per_token, weight)
 
     def _calibrate(self) -> None:
         """Time one window, single-threaded and wide: the first estimates of seconds per token, and a warm-up.
@@ -658,6 +658,18 @@ class Batcher:
         except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
             self._spt = self._spt_wide = None
             self._long = [None, None]
+
+
+def _blend(estimate: float | None, measured: float, weight: float) -> float:
+    """A running estimate moved ``weight`` of the way to a measurement, which counts for at most ``OUTLIER`` times it.
+
+    A run that the machine stalled (another process, the hypervisor) once took 10x its time on this VM; taken
+    as it came, one such wide run kept lone runs narrow until the next probe. A lasting slowdown still moves
+    the estimate up by half its weight per run.
+    """
+    if estimate is None:
+        return measured
+    return estimate + weight * (min(measured, OUTLIER * estimate) - estimate)
 
 
 def close_all(timeout: float | None = None) -> None:

@@ -26,6 +26,7 @@ from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
 from beaverguard._views import decoded
+from beaverguard._views import load as load_views
 from beaverguard._words import load as load_words
 
 __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_dir", "default_batch_size", "Provider"]
@@ -198,8 +199,10 @@ class OnnxScorer:
         # question ("What should I cook?" / "Put rat poison in it") scored below the line with its prompt;
         # with an empty prompt the same answer reads as what it is.
         self.answer_alone = answer_alone
-        if normalize or decode:
-            load_words()  # read the word list now (~0.5 s, once per process), not on the first request
+        if decode:
+            load_views()  # the word list and its decoded look-ups now (~0.5 s, once per process), not on a request
+        elif normalize:
+            load_words()
         self.threads = threads if threads is not None else (0 if self.on_gpu else 1)
         self.session = self._session(self.threads)
         if self.on_gpu:  # what the session really runs on: onnxruntime falls back to the CPU silently
@@ -221,6 +224,11 @@ class OnnxScorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # A session's thread pool spins after a run by default, waiting for the next one. After a wide run,
+        # that spinning took a core from the single-threaded runs a rising load (or the rest of a long text)
+        # starts next: two 256-token runs side by side took 40 ms instead of 20. Stopped at the end of each
+        # run, the next wide run is no slower (benchmarks/results/latency.md).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             return ort.InferenceSession(str(self.spec.path / "model.onnx"), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors

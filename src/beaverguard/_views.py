@@ -31,13 +31,13 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterator
-from functools import cache
+from functools import cache, lru_cache
 from urllib.parse import unquote_plus
 
 from beaverguard._normalize import normalize
 from beaverguard._words import load as load_words
 
-__all__ = ["MAX_VIEWS", "decoded", "views"]
+__all__ = ["MAX_VIEWS", "decoded", "load", "views"]
 
 MAX_VIEWS = 10         # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
@@ -112,6 +112,11 @@ def _known_after() -> dict[str, frozenset[str]]:
     return {"rot13": frozenset(w.translate(_ROT13) for w in known), "reversed": frozenset(w[::-1] for w in known)}
 
 
+def load() -> None:
+    """Read the word list and build the ROT13 and reversed look-ups now (~50 ms), not on the first request."""
+    _known_after()
+
+
 def _best_span(text: str, becomes_known: frozenset[str], long_words: int = 0) -> tuple[int, int] | None:
     """Where decoding turns the most words into known ones (net of known words it breaks), if enough do.
 
@@ -121,7 +126,9 @@ def _best_span(text: str, becomes_known: frozenset[str], long_words: int = 0) ->
     of them, at least, must be of four letters or more.
     """
     known = load_words()[1]
-    words = [w.lower() for w in _WORDS.findall(text)]
+    words = _lower_words(text)
+    if len(becomes_known.intersection(words).difference(known)) < MIN_KNOWN:
+        return None  # too few distinct words that decoding makes known (most text: set operations, no loop)
     scores = [(w in becomes_known) - (w in known) for w in words]
     if scores.count(1) < MIN_KNOWN:
         return None
@@ -145,6 +152,14 @@ def _best_span(text: str, becomes_known: frozenset[str], long_words: int = 0) ->
     while last < len(text) and not text[last].isspace():
         last += 1
     return first, last
+
+
+@lru_cache(maxsize=16)
+def _lower_words(text: str) -> tuple[str, ...]:
+    """The words of ``text`` in lower case (cached: ROT13 and reversing both look at the same text)."""
+    if text.isascii():  # lower() keeps every position: one pass in C
+        return tuple(_WORDS.findall(text.lower()))
+    return tuple(w.lower() for w in _WORDS.findall(text))
 
 
 def _rot13(text: str) -> Iterator[Span]:
