@@ -195,12 +195,15 @@ async def guard_closed_loop(guard: Guard, pairs: list[tuple[str, str]], clients:
 class BarePlan:
     """Hand-scheduled scoring: all exchanges known up front, windows sorted by token length."""
 
-    def __init__(self, label: str, scorer: OnnxScorer, runners: int, threads: int, batch: int) -> None:
+    def __init__(self, label: str, scorer: OnnxScorer, runners: int, threads: int, batch: int,
+                 config: dict[str, str] | None = None) -> None:
         import onnxruntime as ort
 
         self.label, self.scorer, self.batch = label, scorer, batch
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        for key, value in (config or {}).items():  # session config entries, e.g. session.force_spinning_stop
+            opts.add_session_config_entry(key, value)
         self.sessions = [ort.InferenceSession(str(scorer.spec.path / "model.onnx"), opts,
                                               providers=scorer.providers) for _ in range(runners)]
 

@@ -92,11 +92,19 @@ class _Spy:
         return self.tokenizer.encode_batch_fast(inputs)
 
 
+def measured(batcher, narrow: float, wide: float, long: bool = False) -> None:
+    """Have the batcher's speeds (seconds per cost token) say this, and stay so: it learns nothing more."""
+    batcher._learn = lambda *args, **kwargs: None
+    for mode, value in ((False, narrow), (True, wide)):
+        batcher._recent[(mode, long)].clear()
+        batcher._recent[(mode, long)].append(value)
+
+
 def test_a_long_text_is_tokenized_once_and_its_windows_spread_over_the_workers():
     guard = Guard(parse_policy("execution: {workers: 2}\naudit: {log: false}\ntimeout_s: 120\n"))
     try:
         spy = _Spy(guard.scorer)  # type: ignore[arg-type]
-        guard._batcher._long = [1e-5, 1e-5]  # a wide run measured no faster on long windows: spread them
+        measured(guard._batcher, 1e-5, 1e-5, long=True)  # a wide run measured no faster on long windows: spread
         windows = len(guard.scorer.encode([Exchange(LONG)])[0])
         spy.texts.clear()
         decision = guard.check_input_sync(LONG)
@@ -116,11 +124,11 @@ def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model
         batcher = guard._batcher
         if not batcher.can_go_wide:
             pytest.skip("one core: no wide runs")
-        batcher._spt, batcher._spt_wide = 1e-4, 1e-5  # wide measured faster
+        measured(batcher, 1e-4, 1e-5)  # wide measured faster
         for i in range(5):
             guard.check_input_sync(f"bread {i}")
         assert batcher.wide_runs == batcher.batches_run == 5
-        batcher._spt, batcher._spt_wide = 1e-5, 1e-4  # wide measured slower: a lone run stays narrow ...
+        measured(batcher, 1e-5, 1e-4)  # wide measured slower: a lone run stays narrow ...
         batcher._lone = 1
         guard.check_input_sync("bread")
         assert batcher.wide_runs == 5 and batcher.batches_run == 6
@@ -128,7 +136,7 @@ def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model
         async def crowd():
             return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(64)))
 
-        batcher._spt, batcher._spt_wide = 1e-4, 1e-5
+        measured(batcher, 1e-4, 1e-5)
         before = batcher.wide_runs
         assert all(d.error is None for d in asyncio.run(crowd()))
         assert batcher.wide_runs - before < 16  # ... and a crowd runs narrow (but for its last stragglers)
@@ -136,9 +144,10 @@ def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model
         guard.close()
 
 
-def test_one_stalled_run_does_not_swing_the_plan_but_a_lasting_change_does(tiny_model):
-    """A wide run the machine stalled (10x its time) leaves lone runs wide; runs that stay slow turn them narrow."""
-    from beaverguard._batching import EWMA_WIDE, OUTLIER
+def test_a_few_stalled_runs_do_not_swing_the_plan_but_a_lasting_change_does(tiny_model):
+    """Wide runs the machine stalled (10x their time) leave lone runs wide; RECENT slow ones in a row turn them
+    narrow, and one fast probe brings them back."""
+    from beaverguard._batching import RECENT
 
     guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
                   model=tiny_model)
@@ -146,13 +155,19 @@ def test_one_stalled_run_does_not_swing_the_plan_but_a_lasting_change_does(tiny_
         batcher = guard._batcher
         if not batcher.can_go_wide:
             pytest.skip("one core: no wide runs")
-        batcher._spt, batcher._spt_wide, batcher._lone, batcher._probe = 1e-4, 6e-5, 1, 0  # no probe due
-        batcher._learn(6e-4, wide=True)  # stalled
-        assert batcher._spt_wide == pytest.approx(6e-5 * (1 + EWMA_WIDE * (OUTLIER - 1)))
+        for recent in batcher._recent.values():
+            recent.clear()
+        batcher._lone, batcher._probe = 1, 0  # no probe due
+        batcher._learn(1e-4, wide=False)
+        batcher._learn(6e-5, wide=True)
+        for _ in range(3):
+            batcher._learn(6e-4, wide=True)  # stalled
         assert batcher._wide_pays()
-        for _ in range(8):  # slower for good: the estimate follows within a few runs
+        for _ in range(RECENT):  # slower for good
             batcher._learn(3e-4, wide=True)
-        assert batcher._spt_wide > batcher._spt and not batcher._wide_pays()
+        assert not batcher._wide_pays()
+        batcher._learn(5e-5, wide=True)  # a probe finds it fast again
+        assert batcher._wide_pays()
     finally:
         guard.close()
 
@@ -210,14 +225,13 @@ def test_a_lone_text_of_few_windows_runs_wide_while_that_finishes_sooner():
         if not batcher.can_go_wide:
             pytest.skip("one core: no wide runs")
         text = next(t for t in (LONG[: n * 100] for n in range(10, 60)) if len(scorer.encode([Exchange(t)])[0]) == 5)
-        batcher._learn = lambda *args: None  # the estimates stay as set here
-        batcher._long = [1.8e-5, 1e-5]  # long windows: a wide run measured 1.8x faster
+        measured(batcher, 1.8e-5, 1e-5, long=True)  # long windows: a wide run measured 1.8x faster
         spy = _Spy(scorer)  # type: ignore[arg-type]
         decision = guard.check_input_sync(text)
         assert decision.error is None and sum(n for _, n in spy.runs) == 5
         assert 1 <= batcher.wide_runs < 5  # the first went wide; with 4 left, spread is sooner (2 against 2.2)
         assert decision.scores == bare_scores(scorer, Exchange(text))  # type: ignore[arg-type]
-        batcher._long = [1e-5, 1e-5]  # measured no faster: all spread (but a last window found alone)
+        measured(batcher, 1e-5, 1e-5, long=True)  # measured no faster: all spread (but a last window found alone)
         before = batcher.wide_runs
         guard.check_input_sync(text)
         assert batcher.wide_runs - before <= 1

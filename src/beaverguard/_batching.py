@@ -8,7 +8,10 @@ them from one queue. Four rules, each from a measurement on a 2-core CPU
   beat one session of N threads on throughput. **A run that finds every other
   worker idle and nothing waiting uses all their cores** (the scorer's wide
   session), which makes a lone request about 1.5x faster. Both sessions give
-  the same scores, bit for bit.
+  the same scores, bit for bit. The wide session's threads sleep between runs
+  (spinning on, they took a core from the single-threaded runs after them), and
+  the choice goes by the fastest of the last few runs of each kind (``RECENT``),
+  so a few runs the machine stalled cannot swing it.
 * **The windows of one long text are spread over the workers**: a worker
   tokenizes the text once and puts its windows back in the queue, where every
   free worker takes them; the text's scores are the maximum over its windows,
@@ -63,11 +66,12 @@ ATTENTION_TOKENS = 420
 #: that slows down after admission (on a shared 2-core machine, by 30% in the middle of a burst, at 0.8: 18 of
 #: 2,000 checks timed out).
 HEADROOM = 0.7
-#: Weight of the newest measurement in the running estimates of seconds per token.
+#: Weight of the newest measurement in the running estimate of seconds per token (admission control's).
 EWMA = 0.1
-#: ... in those of wide runs, which are fewer (lone runs only): one slow measurement, on a machine that was
-#: busy for a moment, must not keep lone runs narrow for hundreds of runs.
-EWMA_WIDE = 0.3
+#: Runs of each kind whose fastest measurement decides whether a lone run goes wide. Another job or the
+#: hypervisor only ever slows a run down, so the best of the last few is what the plan can count on: a few
+#: stalled wide runs (10x their time, on this VM) leave lone runs wide, eight slow ones in a row do not.
+RECENT = 8
 #: Most that one measurement counts for, in times the estimate it updates (see _blend).
 OUTLIER = 1.5
 #: A lone run goes wide while that measures faster; every this many lone runs it is tried again anyway.
@@ -207,9 +211,10 @@ class Batcher:
         self._running = 0.0        # ... and of the steps in progress
         self._free = plan.workers  # cores not held by a step
         self._workers: list[threading.Thread] = []
-        self._spt: float | None = None        # seconds per cost token of a single-threaded run (measured)
-        self._spt_wide: float | None = None   # ... of a wide run
-        self._long: list[float | None] = [None, None]  # the same two, for windows of LONG_WINDOW tokens or more
+        self._spt: float | None = None        # seconds per cost token of a single-threaded run (running estimate)
+        # seconds per cost token of recent runs, by (wide, of a window of LONG_WINDOW tokens or more)
+        self._recent: dict[tuple[bool, bool], deque[float]] = {
+            (wide, long): deque(maxlen=RECENT) for wide in (False, True) for long in (False, True)}
         self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
         self._lone = 0                        # lone runs so far (wide or not), for the wide probe
         self._warm_wide = False               # the last run was wide (so a wide one now starts warm)
@@ -514,7 +519,8 @@ class Batcher:
         job = units[0].job
         if any(u.job is not job for u in units) or any(u.job is not job for u in ready):
             return False
-        narrow, wide = self._long if units[0].tokens >= LONG_WINDOW else (self._spt, self._spt_wide)
+        long = units[0].tokens >= LONG_WINDOW
+        narrow, wide = self._fastest(False, long), self._fastest(True, long)
         self._lone += 1
         if narrow is None or wide is None or self._lone % WIDE_PROBE == 0:
             return True  # no estimate yet, or one that may be stale (a busy moment): measure a wide run
@@ -529,10 +535,16 @@ class Batcher:
         if self._probe:
             self._probe -= 1
             return True
-        if self._spt_wide is None or self._spt is None or self._lone % WIDE_PROBE == 0:
+        narrow, wide = self._fastest(False, False), self._fastest(True, False)
+        if narrow is None or wide is None or self._lone % WIDE_PROBE == 0:
             self._probe = 2
             return True
-        return self._spt_wide < self._spt
+        return wide < narrow
+
+    def _fastest(self, wide: bool, long: bool) -> float | None:
+        """The best seconds per cost token of the last ``RECENT`` runs of a kind; None before the first."""
+        recent = self._recent[(wide, long)]
+        return min(recent) if recent else None
 
     def _execute(self, step: _Step) -> None:
         if not step.items:
@@ -616,15 +628,13 @@ class Batcher:
             _resolve(job.future, res)
 
     def _learn(self, seconds_per_token: float, wide: bool, tokens: int = 0, general: bool = True) -> None:
-        weight = EWMA_WIDE if wide else EWMA
         if tokens >= LONG_WINDOW:
-            self._long[wide] = _blend(self._long[wide], seconds_per_token, weight)
+            self._recent[(wide, True)].append(seconds_per_token)
         if not general:
             return
-        if wide:
-            self._spt_wide = _blend(self._spt_wide, seconds_per_token, weight)
-        else:
-            self._spt = _blend(self._spt, seconds_per_token, weight)
+        self._recent[(wide, False)].append(seconds_per_token)
+        if not wide:
+            self._spt = _blend(self._spt, seconds_per_token, EWMA)
 
     def _calibrate(self) -> None:
         """Time one window, single-threaded and wide: the first estimates of seconds per token, and a warm-up.
@@ -656,16 +666,17 @@ class Batcher:
                         times.append(time.perf_counter() - start)
                     self._learn(min(times) / _cost(tokens), wide, tokens, general=False)
         except Exception:  # noqa: BLE001 - a scorer that cannot score says so on the first real request
-            self._spt = self._spt_wide = None
-            self._long = [None, None]
+            self._spt = None
+            for recent in self._recent.values():
+                recent.clear()
 
 
 def _blend(estimate: float | None, measured: float, weight: float) -> float:
     """A running estimate moved ``weight`` of the way to a measurement, which counts for at most ``OUTLIER`` times it.
 
-    A run that the machine stalled (another process, the hypervisor) once took 10x its time on this VM; taken
-    as it came, one such wide run kept lone runs narrow until the next probe. A lasting slowdown still moves
-    the estimate up by half its weight per run.
+    A run that the machine stalled (another process, the hypervisor) once took 10x its time on this VM;
+    taken as it came, it would have admission control refuse checks it could score. A lasting slowdown
+    still moves the estimate up by half its weight per run.
     """
     if estimate is None:
         return measured
