@@ -237,3 +237,31 @@ def test_a_lone_text_of_few_windows_runs_wide_while_that_finishes_sooner():
         assert batcher.wide_runs - before <= 1
     finally:
         guard.close()
+
+
+def test_a_lone_sync_check_is_scored_on_the_calling_thread_and_others_go_to_the_workers(tiny_model):
+    """The caller would only wait: alone, it takes its check's steps itself (no thread hand-off), with the same
+    scores; with work waiting, or a check too long to be sure of its timeout, the workers score it."""
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        scorer, batcher = guard.scorer, guard._batcher
+        spy = _Spy(scorer)  # type: ignore[arg-type]
+        alone = guard.check_input_sync("How do I bake bread?")  # one window
+        assert spy.runs and {name for name, _ in spy.runs} == {threading.current_thread().name}
+        assert batcher.pending == 0 and batcher._free == batcher.plan.workers  # its cores given back
+        assert alone.scores == asyncio.run(guard.check_input("How do I bake bread?")).scores
+
+        spy.runs.clear()
+        bulk = batcher.submit([Exchange(f"cake {i}") for i in range(300)], bulk=True)  # work waits
+        busy = guard.check_input_sync("bread")
+        assert busy.error is None
+        assert threading.current_thread().name not in {name for name, _ in spy.runs}
+        assert all(f.result(timeout=60) for f in bulk)
+
+        spy.runs.clear()
+        batcher._spt = 10.0  # ten seconds per token: this check could outlast its timeout, so the workers take it
+        guard.check_input_sync("bread")
+        assert spy.runs and threading.current_thread().name not in {name for name, _ in spy.runs}
+    finally:
+        guard.close()

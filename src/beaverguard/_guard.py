@@ -369,8 +369,7 @@ class Guard:
     def _score_sync(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
         if not self.policy.rail(rail).enabled:
             return {}, None
-        (future,) = self._batcher.submit([exchange])
-        return self._wait(future)
+        return self._wait(self._batcher.check_here(exchange))  # scored on this thread when it is alone
 
     async def _await(self, future: concurrent.futures.Future) -> tuple[Scores, str | None]:
         """The scores of one submitted exchange, or the error that the policy judges.
