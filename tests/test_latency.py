@@ -265,3 +265,19 @@ def test_a_lone_sync_check_is_scored_on_the_calling_thread_and_others_go_to_the_
         assert spy.runs and threading.current_thread().name not in {name for name, _ in spy.runs}
     finally:
         guard.close()
+
+
+def test_a_sync_check_through_a_batcher_just_retired_is_scored_by_its_successor(tiny_model):
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    try:
+        old = guard._batcher
+        guard.reload(parse_policy("execution: {workers: 2, batch_size: 1, max_wait_ms: 1}\naudit: {log: false}\n"
+                                  "timeout_s: 120\n"))
+        new = guard._batcher
+        assert new is not old and old.successor is new
+        future = old.check_here(Exchange("How do I bake bread?"))
+        assert future.result(timeout=30) == guard.scorer.score([Exchange("How do I bake bread?")])[0]
+        assert new.batches_run >= 1 and new._free == new.plan.workers
+    finally:
+        guard.close()

@@ -254,13 +254,14 @@ class Batcher:
         skips the two thread hand-offs of a lone check, about 0.25 ms of ~5. Anything
         else goes to the workers as :meth:`submit` sends it.
         """
-        jobs, here = self._queue([exchange], False, here=True)
-        if here:
-            self._help(jobs[0])
+        jobs, helped = self._queue([exchange], False, here=True)
+        if helped is not None:  # this batcher, or its successor after a reload
+            helped._help(jobs[0])
         return jobs[0].future
 
-    def _queue(self, exchanges: Sequence[Exchange], bulk: bool, here: bool = False) -> tuple[list[_Job], bool]:
-        """Queue exchanges as jobs; ``here``: whether the caller may take their steps (the batcher was idle)."""
+    def _queue(self, exchanges: Sequence[Exchange], bulk: bool,
+               here: bool = False) -> tuple[list[_Job], Batcher | None]:
+        """Queue exchanges as jobs; with ``here``, also the batcher whose steps the caller may take (it was idle)."""
         lane = _BULK if bulk else _CHECK
         deadline = None if bulk or self.timeout_s is None else time.monotonic() + self.timeout_s
         refused: list[tuple[Future, BaseException]] = []
@@ -272,7 +273,7 @@ class Batcher:
                 failed = [_Job(e, lane) for e in exchanges]
                 for job in failed:
                     job.future.set_exception(ScorerError("this batcher is closed (its guard was closed)"))
-                return failed, False
+                return failed, None
             if not self._workers:
                 self._start()
             idle = self.stepwise and self._free == self.plan.workers and not self._has_work()
@@ -298,7 +299,7 @@ class Batcher:
                 self._cond.notify(len(jobs) - len(refused))
         for fut, exc in refused:
             fut.set_exception(exc)
-        return jobs, here
+        return jobs, self if here else None
 
     def _help(self, job: _Job) -> None:
         """Take ``job``'s steps on the calling thread while they come next and a core is free.
