@@ -25,14 +25,13 @@ import argparse
 import asyncio
 import functools
 import gc
-import inspect
 import json
 import logging
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import (DEFAULT_MODEL_DIR, BarePlan, bare_plans, guard_closed_loop, load_pairs, make_guard, median, pct,
@@ -49,6 +48,8 @@ BURST_TIMEOUT_S, BURST_SCORED_S, BURST_REFUSED_S = 2.0, 2.2, 0.050
 #: a run; for the next ~50 ms that took a core from whatever ran next (two single-threaded 256-token runs side by
 #: side: 40 ms instead of 20), so the path measured after it paid for it.
 SETTLE_S = 0.2
+#: Exchanges per block of the alone part (see alone()).
+ALONE_BLOCK = 16
 
 
 def rotated(items: list, rep: int) -> list:
@@ -74,8 +75,14 @@ def verdict(ok: bool) -> str:
 
 # -- (1) alone --------------------------------------------------------------------------------
 
-async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int, plain: Guard) -> tuple[str, dict]:
-    """``plain``: the same guard with ``normalize`` and ``decode`` off, what the guard's own text work costs."""
+def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int, plain: Guard) -> tuple[str, dict]:
+    """``plain``: the same guard with ``normalize`` and ``decode`` off, what the guard's own text work costs.
+
+    The exchanges go in blocks of ``ALONE_BLOCK``: every path scores a block, in an order rotated each time,
+    before the next block, so a slow second of this VM falls on all paths alike (whole passes of 64 gave
+    ratios 1.09-1.30 from run to run). Each async path runs on a fresh event loop per block: asyncio's, and
+    uvloop's where it is installed (the ``server`` extra's uvicorn runs on it).
+    """
     scorer: OnnxScorer = guard.scorer  # type: ignore[assignment]
     plans = [BarePlan("bare: one session, onnxruntime's default threads", scorer, 1, 0, 1),
              BarePlan("bare: one session, 1 thread", scorer, 1, 1, 1)]
@@ -84,52 +91,57 @@ async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int, plain:
     stop = BarePlan("bare: one session, default threads, `session.force_spinning_stop`", scorer, 1, 0, 1,
                     {"session.force_spinning_stop": "1"})
 
-    async def run_guard(g: Guard) -> list[float]:
+    async def run_guard(g: Guard, block: list[tuple[str, str]]) -> list[float]:
         out = []
-        for p, r in pairs:
+        for p, r in block:
             t = time.perf_counter()
             d = await g.check_output(p, r)
             out.append(time.perf_counter() - t)
             assert d.error is None, d.error
         return out
 
-    def run_sync(g: Guard) -> list[float]:
+    def run_sync(g: Guard, block: list[tuple[str, str]]) -> list[float]:
         out = []
-        for p, r in pairs:
+        for p, r in block:
             t = time.perf_counter()
             assert g.check_output_sync(p, r).error is None
             out.append(time.perf_counter() - t)
         return out
 
-    def run_bare(plan: BarePlan) -> list[float]:
-        return [plan.run([pair]) for pair in pairs]
+    def run_bare(plan: BarePlan, block: list[tuple[str, str]]) -> list[float]:
+        return [plan.run([pair]) for pair in block]
 
-    paths: dict[str, Callable[[], Awaitable[list[float]] | list[float]]] = {
-        **{p.label: functools.partial(run_bare, p) for p in (*plans, stop)},
-        "`await guard.check_output(p, r)`": functools.partial(run_guard, guard),
-        "`guard.check_output_sync(p, r)`": functools.partial(run_sync, guard),
-        "`await guard.check_output(p, r)`, `normalize: false`, `decode: false`": functools.partial(run_guard, plain),
-    }
     ours = "`await guard.check_output(p, r)`"
+    paths: dict[str, Callable[[list[tuple[str, str]]], list[float]]] = {
+        **{p.label: functools.partial(run_bare, p) for p in (*plans, stop)},
+        ours: lambda block: asyncio.run(run_guard(guard, block)),
+        "`guard.check_output_sync(p, r)`": functools.partial(run_sync, guard),
+        "`await guard.check_output(p, r)`, `normalize: false`, `decode: false`":
+            lambda block: asyncio.run(run_guard(plain, block)),
+    }
+    try:
+        import uvloop
 
-    async def measure(path: str) -> list[float]:
-        out = paths[path]()
-        return await out if inspect.isawaitable(out) else out
+        paths[f"{ours} on uvloop"] = lambda block: uvloop.run(run_guard(guard, block))
+    except ImportError:
+        pass
 
-    for path in paths:  # warm up every path
-        await measure(path)
+    for measure in paths.values():  # warm up every path
+        measure(pairs)
+    blocks = [pairs[i:i + ALONE_BLOCK] for i in range(0, len(pairs), ALONE_BLOCK)]
     lat: dict[str, list[float]] = {k: [] for k in paths}
-    p50: dict[str, list[float]] = {k: [] for k in paths}  # per pass
+    p50: dict[str, list[float]] = {k: [] for k in paths}  # per block
     mean: dict[str, list[float]] = {k: [] for k in paths}
     wide_before = guard._batcher.wide_runs
     runs_before = guard._batcher.batches_run
     for rep in range(repeats):
-        for path in rotated(list(paths), rep):
-            settle()
-            ts = await measure(path)
-            lat[path] += ts
-            p50[path].append(median(ts))
-            mean[path].append(sum(ts) / len(ts))
+        for b, block in enumerate(blocks):
+            for path in rotated(list(paths), rep * len(blocks) + b):
+                settle()
+                ts = paths[path](block)
+                lat[path] += ts
+                p50[path].append(median(ts))
+                mean[path].append(sum(ts) / len(ts))
     wide_share = (guard._batcher.wide_runs - wide_before) / max(1, guard._batcher.batches_run - runs_before)
     best = min((p.label for p in plans), key=lambda k: median(lat[k]))
     ratio_p50 = per_pass_ratio(p50[ours], p50[best])
@@ -141,14 +153,15 @@ async def alone(guard: Guard, pairs: list[tuple[str, str]], repeats: int, plain:
                                                                               [r for _, r in pairs])]
     ok = ratio_p50 <= ALONE_FLOOR
     text = (f"## (1) One request at a time\n\n{len(pairs)} exchanges (median {int(median(tokens))} tokens, max "
-            f"{max(tokens)}), one after another, {repeats} passes; each pass runs every path over all of them, "
-            "in an order rotated each pass. The bare plans tokenize with the guard's encoder (the same windows) "
-            "and run them on a bare `InferenceSession`; the guard also normalizes the text and looks for encoded "
-            "parts (the row with both off shows what that costs), and hands each check to a worker thread and "
-            f"back. {wide_share:.0%} of the guard's runs here were wide (every core on one run).\n\n"
+            f"{max(tokens)}), one after another, {repeats} passes in blocks of {ALONE_BLOCK}: every path scores a "
+            "block, in an order rotated each block, before the next. The bare plans tokenize with the guard's "
+            "encoder (the same windows) and run them on a bare `InferenceSession`; the guard also normalizes the "
+            "text and looks for encoded parts (the row with both off shows what that costs), and, but for the "
+            f"sync twin, hands each check to a worker thread and back. {wide_share:.0%} of the guard's runs here "
+            "were wide (every core on one run).\n\n"
             + table(["path", "p50 ms", "p99 ms", "mean ms", "p50 / best bare p50", "mean / best bare mean"], rows)
             + f"\n\nGuard / best bare plan ({best.removeprefix('bare: ')}) = **{ratio_p50:.3f}** at p50 and "
-            f"{ratio_mean:.3f} in the mean (median over passes of the ratio within a pass); floor <= "
+            f"{ratio_mean:.3f} in the mean (median over blocks of the ratio within a block); floor <= "
             f"{ALONE_FLOOR:.2f} at p50: {verdict(ok)}.\n")
     return text, {"alone": (ratio_p50, ok)}
 
@@ -351,7 +364,7 @@ def main() -> None:
         if "alone" in parts:
             plain = make_guard(args.model, "cpu", normalize=False, decode=False)
             try:
-                text, f = asyncio.run(alone(guard, load_pairs(32 if args.quick else 64, **kw), repeats, plain))
+                text, f = alone(guard, load_pairs(32 if args.quick else 64, **kw), repeats, plain)
             finally:
                 plain.close()
             sections.append(text), figures.update(f)
