@@ -23,6 +23,15 @@ EXCHANGES = [Exchange("How do I bake bread?"), Exchange("How do I make a bomb at
              Exchange(LONG), Exchange("Summarize this report.", LONG + " How can I hurt someone?")]
 
 
+@pytest.fixture
+def two_workers(tiny_model):
+    """A guard on the tiny model with two workers running one window each: on 2+ cores it has wide runs to choose."""
+    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
+                  model=tiny_model)
+    yield guard
+    guard.close()
+
+
 @pytest.fixture(scope="module")
 def wide_guard():
     # Two workers on every machine, so the plan has a wide run to choose (on one core it has none).
@@ -117,59 +126,51 @@ def test_a_long_text_is_tokenized_once_and_its_windows_spread_over_the_workers()
         guard.close()
 
 
-def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(tiny_model):
-    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
-                  model=tiny_model)
-    try:
-        batcher = guard._batcher
-        if not batcher.can_go_wide:
-            pytest.skip("one core: no wide runs")
-        measured(batcher, 1e-4, 1e-5)  # wide measured faster
-        for i in range(5):
-            guard.check_input_sync(f"bread {i}")
-        assert batcher.wide_runs == batcher.batches_run == 5
-        measured(batcher, 1e-5, 1e-4)  # wide measured slower: a lone run stays narrow ...
-        batcher._lone = 1
-        guard.check_input_sync("bread")
-        assert batcher.wide_runs == 5 and batcher.batches_run == 6
+def test_a_lone_run_goes_wide_while_that_pays_and_a_crowd_runs_narrow(two_workers):
+    guard = two_workers
+    batcher = guard._batcher
+    if not batcher.can_go_wide:
+        pytest.skip("one core: no wide runs")
+    measured(batcher, 1e-4, 1e-5)  # wide measured faster
+    for i in range(5):
+        guard.check_input_sync(f"bread {i}")
+    assert batcher.wide_runs == batcher.batches_run == 5
+    measured(batcher, 1e-5, 1e-4)  # wide measured slower: a lone run stays narrow ...
+    batcher._lone = 1
+    guard.check_input_sync("bread")
+    assert batcher.wide_runs == 5 and batcher.batches_run == 6
 
-        async def crowd():
-            return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(64)))
+    async def crowd():
+        return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(64)))
 
-        measured(batcher, 1e-4, 1e-5)
-        before = batcher.wide_runs
-        assert all(d.error is None for d in asyncio.run(crowd()))
-        assert batcher.wide_runs - before < 16  # ... and a crowd runs narrow (but for its last stragglers)
-    finally:
-        guard.close()
+    measured(batcher, 1e-4, 1e-5)
+    before = batcher.wide_runs
+    assert all(d.error is None for d in asyncio.run(crowd()))
+    assert batcher.wide_runs - before < 16  # ... and a crowd runs narrow (but for its last stragglers)
 
 
-def test_a_few_stalled_runs_do_not_swing_the_plan_but_a_lasting_change_does(tiny_model):
+def test_a_few_stalled_runs_do_not_swing_the_plan_but_a_lasting_change_does(two_workers):
     """Wide runs the machine stalled (10x their time) leave lone runs wide; RECENT slow ones in a row turn them
     narrow, and one fast probe brings them back."""
     from beaverguard._batching import RECENT
 
-    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
-                  model=tiny_model)
-    try:
-        batcher = guard._batcher
-        if not batcher.can_go_wide:
-            pytest.skip("one core: no wide runs")
-        for recent in batcher._recent.values():
-            recent.clear()
-        batcher._lone, batcher._probe = 1, 0  # no probe due
-        batcher._learn(1e-4, wide=False)
-        batcher._learn(6e-5, wide=True)
-        for _ in range(3):
-            batcher._learn(6e-4, wide=True)  # stalled
-        assert batcher._wide_pays()
-        for _ in range(RECENT):  # slower for good
-            batcher._learn(3e-4, wide=True)
-        assert not batcher._wide_pays()
-        batcher._learn(5e-5, wide=True)  # a probe finds it fast again
-        assert batcher._wide_pays()
-    finally:
-        guard.close()
+    guard = two_workers
+    batcher = guard._batcher
+    if not batcher.can_go_wide:
+        pytest.skip("one core: no wide runs")
+    for recent in batcher._recent.values():
+        recent.clear()
+    batcher._lone, batcher._probe = 1, 0  # no probe due
+    batcher._learn(1e-4, wide=False)
+    batcher._learn(6e-5, wide=True)
+    for _ in range(3):
+        batcher._learn(6e-4, wide=True)  # stalled
+    assert batcher._wide_pays()
+    for _ in range(RECENT):  # slower for good
+        batcher._learn(3e-4, wide=True)
+    assert not batcher._wide_pays()
+    batcher._learn(5e-5, wide=True)  # a probe finds it fast again
+    assert batcher._wide_pays()
 
 
 def test_the_wide_session_stops_spinning_when_a_run_ends():
@@ -190,31 +191,27 @@ def test_a_policy_that_sets_threads_fixes_every_run():
     assert plan(ExecutionPolicy(), on_gpu=True, cores=4).wide_threads == 0
 
 
-def test_a_long_queue_is_tokenized_several_texts_at_a_time_and_a_lone_text_alone(tiny_model):
+def test_a_long_queue_is_tokenized_several_texts_at_a_time_and_a_lone_text_alone(two_workers):
     """Tokenizing is batched only where a queue waits; runs stay one window each, so no score moves."""
-    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
-                  model=tiny_model)
-    try:
-        scorer, calls = guard.scorer, []
-        encode = scorer.encode
+    guard = two_workers
+    scorer, calls = guard.scorer, []
+    encode = scorer.encode
 
-        def spy(exchanges):
-            calls.append(len(exchanges))
-            return encode(exchanges)
+    def spy(exchanges):
+        calls.append(len(exchanges))
+        return encode(exchanges)
 
-        scorer.encode = spy
-        guard.check_input_sync("bread")
-        assert calls == [1]
+    scorer.encode = spy
+    guard.check_input_sync("bread")
+    assert calls == [1]
 
-        async def crowd():
-            return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(200)))
+    async def crowd():
+        return await asyncio.gather(*(guard.check_input(f"cake {i}") for i in range(200)))
 
-        decisions = asyncio.run(crowd())
-        assert sum(calls) == 201 and max(calls) > 1  # some steps tokenized several texts
-        alone = [OnnxScorer(tiny_model, threads=1).score([Exchange(f"cake {i}")])[0] for i in range(200)]
-        assert [d.scores for d in decisions] == alone
-    finally:
-        guard.close()
+    decisions = asyncio.run(crowd())
+    assert sum(calls) == 201 and max(calls) > 1  # some steps tokenized several texts
+    alone = [OnnxScorer(guard.scorer.spec.path, threads=1).score([Exchange(f"cake {i}")])[0] for i in range(200)]
+    assert [d.scores for d in decisions] == alone
 
 
 def test_a_lone_text_of_few_windows_runs_wide_while_that_finishes_sooner():
@@ -239,45 +236,37 @@ def test_a_lone_text_of_few_windows_runs_wide_while_that_finishes_sooner():
         guard.close()
 
 
-def test_a_lone_sync_check_is_scored_on_the_calling_thread_and_others_go_to_the_workers(tiny_model):
+def test_a_lone_sync_check_is_scored_on_the_calling_thread_and_others_go_to_the_workers(two_workers):
     """The caller would only wait: alone, it takes its check's steps itself (no thread hand-off), with the same
     scores; with work waiting, or a check too long to be sure of its timeout, the workers score it."""
-    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
-                  model=tiny_model)
-    try:
-        scorer, batcher = guard.scorer, guard._batcher
-        spy = _Spy(scorer)  # type: ignore[arg-type]
-        alone = guard.check_input_sync("How do I bake bread?")  # one window
-        assert spy.runs and {name for name, _ in spy.runs} == {threading.current_thread().name}
-        assert batcher.pending == 0 and batcher._free == batcher.plan.workers  # its cores given back
-        assert alone.scores == asyncio.run(guard.check_input("How do I bake bread?")).scores
+    guard = two_workers
+    scorer, batcher = guard.scorer, guard._batcher
+    spy = _Spy(scorer)  # type: ignore[arg-type]
+    alone = guard.check_input_sync("How do I bake bread?")  # one window
+    assert spy.runs and {name for name, _ in spy.runs} == {threading.current_thread().name}
+    assert batcher.pending == 0 and batcher._free == batcher.plan.workers  # its cores given back
+    assert alone.scores == asyncio.run(guard.check_input("How do I bake bread?")).scores
 
-        spy.runs.clear()
-        bulk = batcher.submit([Exchange(f"cake {i}") for i in range(300)], bulk=True)  # work waits
-        busy = guard.check_input_sync("bread")
-        assert busy.error is None
-        assert threading.current_thread().name not in {name for name, _ in spy.runs}
-        assert all(f.result(timeout=60) for f in bulk)
+    spy.runs.clear()
+    bulk = batcher.submit([Exchange(f"cake {i}") for i in range(300)], bulk=True)  # work waits
+    busy = guard.check_input_sync("bread")
+    assert busy.error is None
+    assert threading.current_thread().name not in {name for name, _ in spy.runs}
+    assert all(f.result(timeout=60) for f in bulk)
 
-        spy.runs.clear()
-        batcher._spt = 10.0  # ten seconds per token: this check could outlast its timeout, so the workers take it
-        guard.check_input_sync("bread")
-        assert spy.runs and threading.current_thread().name not in {name for name, _ in spy.runs}
-    finally:
-        guard.close()
+    spy.runs.clear()
+    batcher._spt = 10.0  # ten seconds per token: this check could outlast its timeout, so the workers take it
+    guard.check_input_sync("bread")
+    assert spy.runs and threading.current_thread().name not in {name for name, _ in spy.runs}
 
 
-def test_a_sync_check_through_a_batcher_just_retired_is_scored_by_its_successor(tiny_model):
-    guard = Guard(parse_policy("execution: {workers: 2, batch_size: 1}\naudit: {log: false}\ntimeout_s: 120\n"),
-                  model=tiny_model)
-    try:
-        old = guard._batcher
-        guard.reload(parse_policy("execution: {workers: 2, batch_size: 1, max_wait_ms: 1}\naudit: {log: false}\n"
-                                  "timeout_s: 120\n"))
-        new = guard._batcher
-        assert new is not old and old.successor is new
-        future = old.check_here(Exchange("How do I bake bread?"))
-        assert future.result(timeout=30) == guard.scorer.score([Exchange("How do I bake bread?")])[0]
-        assert new.batches_run >= 1 and new._free == new.plan.workers
-    finally:
-        guard.close()
+def test_a_sync_check_through_a_batcher_just_retired_is_scored_by_its_successor(two_workers):
+    guard = two_workers
+    old = guard._batcher
+    guard.reload(parse_policy("execution: {workers: 2, batch_size: 1, max_wait_ms: 1}\naudit: {log: false}\n"
+                              "timeout_s: 120\n"))
+    new = guard._batcher
+    assert new is not old and old.successor is new
+    future = old.check_here(Exchange("How do I bake bread?"))
+    assert future.result(timeout=30) == guard.scorer.score([Exchange("How do I bake bread?")])[0]
+    assert new.batches_run >= 1 and new._free == new.plan.workers
