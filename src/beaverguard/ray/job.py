@@ -4,9 +4,9 @@ The output directory holds ``part-NNNNNN.jsonl`` (or ``.parquet``), one per
 input shard, in row order, each followed by ``part-NNNNNN.done`` once it is
 written whole, and ``_manifest.json`` (the input and the shard size), and
 ``_SUCCESS`` at the end. A part is written to a temporary name and moved into
-place before its marker, so a job killed at any moment leaves each shard
-either marked and complete, or unmarked, to be written again (whole, over any
-remains) by the next run. A re-run scores only the unmarked shards: no row is
+place before its marker, which is written and moved the same way, so a job
+killed at any moment leaves each shard either marked and complete, or unmarked,
+to be written again (whole, over any remains) by the next run. A re-run scores only the unmarked shards: no row is
 lost or written twice.
 
 Rows are scored by the actor pool of :func:`beaverguard.ray.data.score_dataset`
@@ -151,8 +151,10 @@ class _ShardWriter:
                 if table is not None:
                     pq.write_table(table.drop_columns([c for c in _INTERNAL if c in table.column_names]), f)
         self.fs.move(name + ".tmp", name)
-        with self.fs.open_output_stream(f"{self.dir}/part-{shard:06d}.done") as f:
+        marker = f"{self.dir}/part-{shard:06d}.done"
+        with self.fs.open_output_stream(marker + ".tmp") as f:  # moved into place too: never an empty marker
             f.write(json.dumps({"rows": n}).encode())
+        self.fs.move(marker + ".tmp", marker)
         self.written.add(shard)
         self.rows += n
         if self.progress:
