@@ -217,7 +217,6 @@ class Batcher:
             (wide, long): deque(maxlen=RECENT) for wide in (False, True) for long in (False, True)}
         self._ratio = 1.0                     # tokens as tokenized / tokens estimated from characters
         self._lone = 0                        # lone runs so far (wide or not), for the wide probe
-        self._warm_wide = False               # the last run was wide (so a wide one now starts warm)
         self._probe = 0                       # wide runs still to go in a probe (the first one is not measured)
         self.batches_run = 0
         self.wide_runs = 0
@@ -587,7 +586,8 @@ class Batcher:
     def _wide_pays(self) -> bool:
         """Whether a wide run measures faster per token than a single-threaded one (or is due a new try).
 
-        A try is three lone runs wide in a row: the first is not measured (it starts cold), the next two are.
+        A try is three lone runs wide in a row: the first starts cold (its thread pool asleep, its copy of the
+        weights out of cache), the next two measure what wide costs; the fastest of the recent runs decides.
         """
         if self._probe:
             self._probe -= 1
@@ -645,11 +645,7 @@ class Batcher:
         elapsed = time.perf_counter() - start
         done = []
         with self._cond:
-            # A wide run right after narrow ones starts cold (see _calibrate): measuring it would keep lone runs
-            # narrow for good, as the probes would all be cold. The runs after it measure what wide costs.
-            if not (wide and not self._warm_wide):
-                self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
-            self._warm_wide = wide
+            self._learn(elapsed / step.cost, wide, max(u.tokens for u in units))
             self.batches_run += 1
             self.wide_runs += wide
             for unit, row in zip(units, probs):
@@ -744,12 +740,6 @@ def close_all(timeout: float | None = None) -> None:
     """Close every batcher that has started its workers (at interpreter exit)."""
     for batcher in list(_live):
         batcher.close(timeout)
-
-
-def _failed(exc: BaseException) -> Future:
-    fut: Future = Future()
-    fut.set_exception(exc)
-    return fut
 
 
 def _resolve(fut: Future, result: object = None, exception: BaseException | None = None) -> None:

@@ -130,8 +130,6 @@ def _best_span(text: str, becomes_known: frozenset[str], long_words: int = 0) ->
     if len(becomes_known.intersection(words).difference(known)) < MIN_KNOWN:
         return None  # too few distinct words that decoding makes known (most text: set operations, no loop)
     scores = [(w in becomes_known) - (w in known) for w in words]
-    if scores.count(1) < MIN_KNOWN:
-        return None
     best, start, end, run, run_start = 0, 0, 0, 0, 0
     for i, s in enumerate(scores):
         if run + s <= 0:
