@@ -256,9 +256,9 @@ _MEMORY_PROBE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 what, model, pairs = sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))
-if what == "guard":
-    from beaverguard import Guard
-    g = Guard(model=model)
+if what.startswith("guard"):
+    from beaverguard import Guard, Policy
+    g = Guard(Policy.model_validate({"execution": json.loads(sys.argv[5])}), model=model)
     for p, r in pairs:
         g.check_output_sync(p, r)
     g.close()
@@ -284,11 +284,17 @@ def memory(model: Path, pairs: list[tuple[str, str]]) -> str:
         json.dump(pairs, f)
     rows = []
     try:
-        for what, label in [("import", "`import beaverguard` only"),
-                            ("bare", "bare onnxruntime session + tokenizers, same model, same exchanges"),
-                            ("guard", "`Guard()` with the default model, after scoring")]:
-            out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(ROOT / "src"), what, str(model), f.name],
-                                 capture_output=True, text=True, check=True).stdout
+        # The two guards with less say where a default guard's memory goes: the second session of lone runs
+        # (`threads` set: none), and the word lists that normalizing and decoding read.
+        for what, execution, label in [
+                ("import", {}, "`import beaverguard` only"),
+                ("bare", {}, "bare onnxruntime session + tokenizers, same model, same exchanges"),
+                ("guard", {}, "`Guard()` with the default model, after scoring"),
+                ("guard", {"threads": 1}, "the same, `execution: {threads: 1}` (no wide session)"),
+                ("guard", {"threads": 1, "normalize": False, "decode": False},
+                 "the same, `execution: {threads: 1, normalize: false, decode: false}` (no word lists)")]:
+            out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(ROOT / "src"), what, str(model), f.name,
+                                  json.dumps(execution)], capture_output=True, text=True, check=True).stdout
             rows.append([label, int(out.split()[-1]) / 1024])
     finally:
         os.unlink(f.name)
