@@ -126,7 +126,8 @@ async def test_harmful_tool_result_is_caught_before_the_model_sees_it(guard, tmp
     assert "poison" not in json.dumps([m.content for m in state["messages"]])
     assert state["messages"][-1].content == "that page had nothing useful"
     tool_rec = [r for r in records(guard, tmp_path) if r["agent"]["hook"] == "tool"]
-    assert [(r["rail"], r["action"], r["agent"]["tool"]) for r in tool_rec] == [("output", "block", "fetch")]
+    assert [(r["rail"], r["channel"], r["action"], r["agent"]["tool"]) for r in tool_rec] == \
+        [("input", "tool_result", "block", "fetch")]
 
 
 def test_tool_results_pass_unjudged_unless_asked(guard, tmp_path):
@@ -162,7 +163,7 @@ async def test_safe_tool_loop_completes_unchanged_with_one_decision_per_rail_per
 
 def test_each_hook_takes_its_own_setting(make_guard, tmp_path):
     guard = make_guard()
-    lenient = make_guard("output: {default: {action: log}, unsafe: {action: log}}\naudit: {include_allowed: false}\n")
+    lenient = make_guard("input: {default: {action: log}, unsafe: {action: log}}\naudit: {include_allowed: false}\n")
     tools = Tools(pages={"cake": "kill the cake"})
     # input off: the harmful question reaches the model; tool results judged by a lenient guard of their own
     agent, model, _ = agent_with(guard, [calls("fetch", {"page": "cake"}), "you asked about a bomb; i cannot help"],

@@ -65,6 +65,7 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
         "time": time.time(),
         "request_id": decision.request_id,
         "rail": decision.rail,
+        "channel": decision.channel,
         "action": decision.action.value,
         "categories": list(decision.categories),
         "scores": {k: round(v, 4) for k, v in decision.scores.items()},

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Category", "CATEGORIES", "CATEGORY_KEYS", "UNSAFE", "LABELS", "category", "resolve"]
+__all__ = ["Category", "CATEGORIES", "CATEGORY_KEYS", "UNSAFE", "INJECTION", "LABELS", "EXTRA_LABELS", "category",
+           "resolve"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ CATEGORY_KEYS: tuple[str, ...] = tuple(c.key for c in CATEGORIES)
 UNSAFE = "unsafe"
 #: The model's outputs, in order: the 14 categories, then the overall ``unsafe`` score.
 LABELS: tuple[str, ...] = (*CATEGORY_KEYS, UNSAFE)
+#: Prompt injection: the text tries to make the model drop the instructions it was given. Not a harm
+#: category (an injection can ask for something harmless); a model that has it declares it after ``unsafe``.
+INJECTION = "injection"
+#: Outputs a model may declare after :data:`LABELS`, in this order; older models have none of them.
+EXTRA_LABELS: tuple[str, ...] = (INJECTION,)
 
 _BY_NAME = {c.key: c for c in CATEGORIES} | {c.alias: c for c in CATEGORIES}
 

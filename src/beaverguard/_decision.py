@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from beaverguard._categories import UNSAFE
+from beaverguard._categories import INJECTION, UNSAFE
 from beaverguard._policy import RailPolicy, Rule
-from beaverguard._types import Action, Scores
+from beaverguard._types import Action, Channel, Scores
 
 __all__ = ["decide", "threshold"]
 
@@ -19,7 +19,8 @@ def threshold(rule: Rule, key: str, defaults: Mapping[str, float]) -> float:
     return rule.threshold if rule.threshold is not None else defaults.get(key, 0.5)
 
 
-def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float]) -> tuple[Action, tuple[str, ...]]:
+def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float],
+           channel: Channel = "user") -> tuple[Action, tuple[str, ...]]:
     """Return the action and the categories that fired.
 
     A rule fires when its score is at or above its threshold (the policy's, else
@@ -27,21 +28,23 @@ def decide(scores: Scores, rail: RailPolicy, defaults: Mapping[str, float]) -> t
     when any fired, the strictest of their actions wins. The overall ``unsafe``
     score catches harm no category claims: its rule applies when it fires and no
     category did. So ``politics: {action: log}`` logs political content instead
-    of the overall rule blocking it.
+    of the overall rule blocking it. ``injection`` is not harm: its rule depends on the
+    ``channel`` the text came from, and its firing does not stand in for a harm category.
     """
     fired: list[str] = []
     strictest = Action.ALLOW
-    unsafe_fired = False
+    unsafe_fired = harm_fired = False
     for key, score in scores.items():
-        rule = rail.rule(key)
+        rule = rail.rule(key, channel)
         if score < threshold(rule, key, defaults):
             continue
         if key == UNSAFE:
             unsafe_fired = True
             continue
         fired.append(key)
+        harm_fired = harm_fired or key != INJECTION
         if rule.action.severity > strictest.severity:
             strictest = rule.action
-    if not fired and unsafe_fired:
+    if not harm_fired and unsafe_fired and rail.unsafe.action.severity > strictest.severity:
         strictest = rail.unsafe.action
     return strictest, tuple(fired)

@@ -31,7 +31,7 @@ from beaverguard._messages import conversation_of, text_of, with_prompt, with_te
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy, RemotePolicy
-from beaverguard._types import Action, Decision, Exchange, Rail, Scores
+from beaverguard._types import CHANNELS, Action, Channel, Decision, Exchange, Rail, Scores
 from beaverguard._yaml import load_policy
 
 __all__ = ["Guard", "DEFAULT_INPUT_REWRITE", "DEFAULT_OUTPUT_REWRITE"]
@@ -217,16 +217,19 @@ class Guard:
 
     # -- checking ---------------------------------------------------------------------------
 
-    async def check_input(self, prompt: Any, *, request_id: str | None = None) -> Decision:
+    async def check_input(self, prompt: Any, *, channel: Channel = "user", request_id: str | None = None) -> Decision:
         """Judge a prompt (a string, messages, or a PromptValue) on the input rail.
 
         For messages, the conversation is judged: the last user message with up to
-        the rail's ``context_turns`` earlier turns.
+        the rail's ``context_turns`` earlier turns. ``channel`` says where the text
+        comes from: the user (``"user"``), a tool's output (``"tool_result"``) or data
+        handed over with the task (``"document"``); the policy's injection rules differ by it.
         """
+        _check_channel(channel)
         exchange = self.exchange("input", prompt)
         start = time.perf_counter()
         scores, error = await self._ascore("input", exchange)
-        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel)
 
     async def check_output(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
         """Judge a response together with its prompt and the turns before it (BeaverTails QA moderation)."""
@@ -235,12 +238,13 @@ class Guard:
         scores, error = await self._ascore("output", exchange)
         return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id)
 
-    def check_input_sync(self, prompt: Any, *, request_id: str | None = None) -> Decision:
+    def check_input_sync(self, prompt: Any, *, channel: Channel = "user", request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_input`, for code without an event loop."""
+        _check_channel(channel)
         exchange = self.exchange("input", prompt)
         start = time.perf_counter()
         scores, error = self._score_sync("input", exchange)
-        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel)
 
     def check_output_sync(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_output`."""
@@ -272,9 +276,9 @@ class Guard:
         rules, defaults = self.policy.rail(rail), self._defaults[rail]
         return {key: float(threshold(rules.rule(key), key, defaults)) for key in self.scorer.labels}
 
-    def judge(self, rail: Rail, scores: Scores) -> tuple[Action, tuple[str, ...]]:
+    def judge(self, rail: Rail, scores: Scores, channel: Channel = "user") -> tuple[Action, tuple[str, ...]]:
         """The action and fired categories that this guard's policy gives ``scores`` (pure; no audit)."""
-        return decide(scores, self.policy.rail(rail), self._defaults[rail])
+        return decide(scores, self.policy.rail(rail), self._defaults[rail], channel)
 
     # -- wrapping ---------------------------------------------------------------------------
 
@@ -414,7 +418,8 @@ class Guard:
         return (choice or self.policy.on_error) == "block"
 
     def _conclude(self, rail: Rail, prompt: str, response: str | None, scores: Scores, error: str | None,
-                  start: float, request_id: str | None, extra: Mapping[str, object] | None = None) -> Decision:
+                  start: float, request_id: str | None, extra: Mapping[str, object] | None = None,
+                  channel: Channel = "user") -> Decision:
         rules = self.policy.rail(rail)
         error_type = None if error is None else _error_type(error)
         if error is not None:
@@ -425,7 +430,7 @@ class Guard:
                 logger.error("beaverguard %s rail failed (%s); on_error=%s", rail, error, self.policy.on_error)
             categories: tuple[str, ...] = ()
         else:
-            action, categories = decide(scores, rules, self._defaults[rail])
+            action, categories = decide(scores, rules, self._defaults[rail], channel)
         original = prompt if rail == "input" else response or ""
         if action is Action.BLOCK:
             text = self.policy.blocked_message
@@ -439,7 +444,8 @@ class Guard:
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
-                            error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None))
+                            error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None),
+                            channel=channel)
         self._auditor.emit(decision, prompt, response)
         return decision
 
@@ -488,6 +494,11 @@ class _Refusal(str):
         self = super().__new__(cls, message)
         self.retry_after_s = retry_after_s
         return self
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
 
 
 def _error_type(error: str) -> str:

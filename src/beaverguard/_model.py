@@ -1,7 +1,8 @@
 """Model directories and the ONNX scorer.
 
 A model directory is described by data, not code: ``beaverguard.json`` names the
-labels in output order, the window length, the input layout and the calibrated
+labels in output order (the 14 categories and ``unsafe``; newer models add
+``injection`` after them, and older ones keep working without it), the window length, the input layout and the calibrated
 default thresholds; ``model.onnx`` and ``tokenizer.json`` sit beside it. Only
 onnxruntime and tokenizers are needed to score.
 """
@@ -20,7 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from beaverguard._categories import LABELS
+from beaverguard._categories import EXTRA_LABELS, LABELS
 from beaverguard._encoding import Conversation, Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
@@ -93,9 +94,11 @@ class ModelSpec:
                 Conversation(**spec.conversation)  # a malformed layout fails here, not at the first request
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path / 'beaverguard.json'} is not a valid model config ({exc!r}); {fix}") from exc
-        if spec.labels != LABELS:
+        extra = spec.labels[len(LABELS):]
+        if spec.labels[:len(LABELS)] != LABELS or extra != EXTRA_LABELS[:len(extra)]:
             raise ModelError(f"{path / 'beaverguard.json'}: labels {list(spec.labels)} do not match the 14 "
-                             f"BeaverTails categories plus 'unsafe' in order ({list(LABELS)}); {fix}")
+                             f"BeaverTails categories plus 'unsafe' in order ({list(LABELS)}), optionally "
+                             f"followed by {list(EXTRA_LABELS)}; {fix}")
         if verify:
             for name, digest in spec.sha256.items():
                 if hashlib.sha256((path / name).read_bytes()).hexdigest() != digest:

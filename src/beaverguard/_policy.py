@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from beaverguard._categories import UNSAFE
-from beaverguard._types import Action
+from beaverguard._categories import INJECTION, UNSAFE
+from beaverguard._types import Action, Channel
 
-__all__ = ["Policy", "RailPolicy", "Rule", "AuditPolicy", "ExecutionPolicy", "StreamingPolicy", "PluginSpec"]
+__all__ = ["Policy", "RailPolicy", "Rule", "InjectionRules", "AuditPolicy", "ExecutionPolicy", "StreamingPolicy", "PluginSpec"]
 
 
 class _Strict(BaseModel):
@@ -34,6 +34,8 @@ class Rule(_Strict):
 def _category_key(name: str) -> str:
     from beaverguard._plugins import resolve_category
 
+    if name == INJECTION:
+        raise ValueError("'injection' is set per channel under the rail's 'injection' key")
     try:
         key = resolve_category(name)
     except KeyError as exc:
@@ -44,6 +46,32 @@ def _category_key(name: str) -> str:
 
 
 CategoryName = Annotated[str, AfterValidator(_category_key)]
+
+
+def _rule(action: Action) -> Any:
+    return lambda: Rule(action=action)
+
+
+class InjectionRules(_Strict):
+    """What the ``injection`` score does, by where the judged text came from (models that have that output).
+
+    A user who asks the assistant to ignore its instructions is the app's business; a web page, an
+    e-mail or a tool's output that does is an attack on the app.
+    """
+
+    user: Rule = Field(default_factory=_rule(Action.LOG), description="The user's own message (default: log).")
+    tool_result: Rule = Field(default_factory=_rule(Action.BLOCK),
+                              description="A tool's output handed back to the model (default: block).")
+    document: Rule = Field(default_factory=_rule(Action.BLOCK), description=(
+        "Data handed over with the task: a retrieved document, an e-mail, a web page (default: block)."))
+
+    def rule(self, channel: Channel) -> Rule:
+        return getattr(self, channel)
+
+
+#: The output rail judges the assistant's own answer with its prompt: the injection score there mostly
+#: repeats the prompt's, which the input rail has judged, so by default it does nothing.
+OUTPUT_INJECTION = {"user": {"action": "allow"}, "tool_result": {"action": "allow"}, "document": {"action": "allow"}}
 
 
 class RailPolicy(_Strict):
@@ -57,6 +85,9 @@ class RailPolicy(_Strict):
     rewrite: str | None = Field(None, description=(
         "Rewrite template. Input: what the prompt becomes ({prompt}, {categories}). "
         "Output: the reply that replaces the response ({categories})."))
+    injection: InjectionRules = Field(default_factory=InjectionRules, description=(
+        "Rules for the injection score per channel (user, tool_result, document). Input rail default: log on "
+        "user, block on tool_result and document; output rail default: allow on all three."))
     context_turns: int = Field(6, ge=0, description=(
         "Earlier turns of a conversation scored with the last user message (as many as fit the "
         "model's window, newest first); 0: the last user message alone."))
@@ -71,9 +102,11 @@ class RailPolicy(_Strict):
                 raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{prompt}} and {{categories}}")
         return value
 
-    def rule(self, key: str) -> Rule:
+    def rule(self, key: str, channel: Channel = "user") -> Rule:
         if key == UNSAFE:
             return self.unsafe
+        if key == INJECTION:
+            return self.injection.rule(channel)
         return self.categories.get(key, self.default)
 
 
@@ -172,7 +205,8 @@ class Policy(_Strict):
     remote: RemotePolicy | None = Field(None, description=(
         "Score on a shared tier over HTTP instead of loading a model here; null: score locally."))
     input: RailPolicy = Field(default_factory=RailPolicy, description="Input rail.")
-    output: RailPolicy = Field(default_factory=RailPolicy, description="Output rail.")
+    output: RailPolicy = Field(default_factory=lambda: RailPolicy(injection=OUTPUT_INJECTION),
+                               description="Output rail.")
     blocked_message: str = Field("Sorry, I can't help with that.", description="What a blocked request gets back.")
     raise_on_block: bool = Field(False, description="Raise GuardBlocked instead of returning blocked_message.")
     on_error: Literal["block", "allow"] = Field(
@@ -186,6 +220,13 @@ class Policy(_Strict):
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output_injection_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "injection" not in value:
+            return {**value, "injection": OUTPUT_INJECTION}
+        return value
 
     @model_validator(mode="after")
     def _one_place_to_score(self) -> Policy:

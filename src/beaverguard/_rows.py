@@ -1,4 +1,4 @@
-"""What ``beaverguard score`` adds to each row: its scores, ``unsafe`` and ``flagged`` under the policy.
+"""What ``beaverguard score`` adds to each row: its scores, ``unsafe``, and ``flagged`` and ``categories`` under the policy.
 
 One function, so that the local engine and the Ray engine (``beaverguard.ray``)
 cannot drift apart: the same row scored by either gives the same fields and values.
@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from beaverguard._types import Action, Exchange, Rail, Scores
+from beaverguard._types import CHANNELS, Action, Channel, Exchange, Rail, Scores
 
-__all__ = ["exchange_of", "scored_fields", "ROUND"]
+__all__ = ["exchange_of", "channel_of", "scored_fields", "ROUND"]
 
 #: Digits the scores are rounded to in output: what a file needs, and stable across runs and machines.
 ROUND = 6
 
 
 class _Judge(Protocol):
-    def judge(self, rail: Rail, scores: Scores) -> tuple[Action, tuple[str, ...]]: ...
+    def judge(self, rail: Rail, scores: Scores, channel: Channel = "user") -> tuple[Action, tuple[str, ...]]: ...
 
 
 def exchange_of(row: Mapping[str, Any]) -> Exchange:
@@ -26,9 +26,19 @@ def exchange_of(row: Mapping[str, Any]) -> Exchange:
     return Exchange(row["prompt"], row.get("response"))
 
 
-def scored_fields(guard: _Judge, exchange: Exchange, scores: Scores) -> dict[str, Any]:
-    """``scores`` (every label but unsafe), ``unsafe`` and ``flagged`` (the policy's action is not allow)."""
-    action, _ = guard.judge("input" if exchange.response is None else "output", scores)
+def channel_of(row: Mapping[str, Any], where: str = "row") -> Channel:
+    """A row's optional ``channel`` (``user`` when absent); an unknown one is an error naming the row."""
+    channel = row.get("channel") or "user"
+    if channel not in CHANNELS:
+        raise ValueError(f"{where}: unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+    return channel
+
+
+def scored_fields(guard: _Judge, exchange: Exchange, scores: Scores, channel: Channel = "user") -> dict[str, Any]:
+    """``scores`` (every label but unsafe), ``unsafe``, ``flagged`` (the policy's action is not allow) and
+    ``categories`` (what fired), the row decided as its ``channel`` is."""
+    action, fired = guard.judge("input" if exchange.response is None else "output", scores, channel)
     return {"scores": {k: round(v, ROUND) for k, v in scores.items() if k != "unsafe"},
             "unsafe": round(scores["unsafe"], ROUND),
-            "flagged": action is not Action.ALLOW}
+            "flagged": action is not Action.ALLOW,
+            "categories": list(fired)}

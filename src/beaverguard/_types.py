@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-__all__ = ["Exchange", "Scores", "Action", "Rail", "Decision"]
+__all__ = ["Exchange", "Scores", "Action", "Rail", "Channel", "CHANNELS", "Decision"]
 
 Rail = Literal["input", "output"]
+#: Where a judged text reaches the model: the user's own turn, a tool's output, or data the app
+#: hands over with the task (an e-mail, a retrieved document, a web page). Injection rules differ by it.
+Channel = Literal["user", "tool_result", "document"]
+CHANNELS: tuple[Channel, ...] = ("user", "tool_result", "document")
 
 #: Category key (or ``"unsafe"``) -> probability in [0, 1].
 Scores = Mapping[str, float]
@@ -68,6 +72,8 @@ class Decision:
     #: When admission control refused the check: its estimate of the seconds until the queue has
     #: room again (a server's Retry-After); None otherwise.
     retry_after_s: float | None = None
+    #: Where the judged text came from (see :data:`Channel`).
+    channel: Channel = "user"
 
     @property
     def blocked(self) -> bool:

@@ -22,7 +22,7 @@ def _guard(args: argparse.Namespace):
 
 def decision_summary(d) -> dict:
     """A decision as `beaverguard check` prints it (and `POST /v1/guard/check` answers it)."""
-    return {"rail": d.rail, "action": d.action.value, "flagged": d.flagged, "categories": list(d.categories),
+    return {"rail": d.rail, "channel": d.channel, "action": d.action.value, "flagged": d.flagged, "categories": list(d.categories),
             "text": d.text, "error": d.error, "latency_ms": round(d.latency_ms, 1),
             "scores": {k: round(v, 4) for k, v in d.scores.items()}}
 
@@ -30,8 +30,12 @@ def decision_summary(d) -> dict:
 def cmd_check(args: argparse.Namespace) -> int:
     guard = _guard(args)
     if args.response is None:
-        d = guard.check_input_sync(args.prompt)
+        d = guard.check_input_sync(args.prompt, channel=args.channel)
     else:
+        if args.channel != "user":
+            guard.close()
+            raise SystemExit("beaverguard check: --channel judges a text handed to the model (input rail); "
+                             "it does not go with --response")
         d = guard.check_output_sync(args.prompt, args.response)
     print(json.dumps(decision_summary(d), indent=2, ensure_ascii=False))
     guard.close()
@@ -43,17 +47,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         return _ray_score(args)
     from tqdm import tqdm
 
-    from beaverguard._rows import exchange_of, scored_fields
+    from beaverguard._rows import channel_of, exchange_of, scored_fields
 
     rows = _read_rows(Path(args.input))
+    try:
+        channels = [channel_of(r, f"{args.input}:{i}") for i, r in enumerate(rows, 1)]
+    except ValueError as exc:
+        raise SystemExit(f"beaverguard score: {exc}") from None
     guard = _guard(args)
     exchanges = [exchange_of(r) for r in rows]
     with tqdm(total=len(rows), desc="scoring", unit="row", disable=args.quiet) as bar:
         scores = guard.score_many(exchanges, progress=bar.update)
     with contextlib.ExitStack() as stack:  # closes the file it opens, never stdout
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
-        for row, ex, s in zip(rows, exchanges, scores):
-            out.write(json.dumps({**row, **scored_fields(guard, ex, s)}, ensure_ascii=False) + "\n")
+        for row, ex, s, channel in zip(rows, exchanges, scores, channels):
+            out.write(json.dumps({**row, **scored_fields(guard, ex, s, channel)}, ensure_ascii=False) + "\n")
     guard.close()
     return 0
 
@@ -134,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_guard_options(sub.add_parser("check", help="judge one prompt (and response); print the decision"))
     p.add_argument("--prompt", required=True)
     p.add_argument("--response", help="judge this response with the prompt (output rail)")
+    p.add_argument("--channel", choices=["user", "tool_result", "document"], default="user",
+                   help="where the prompt comes from: the user, a tool's output, or a document handed to the model "
+                        "(the policy's injection rules differ by it)")
     p.set_defaults(func=cmd_check)
 
     p = with_guard_options(sub.add_parser("score", help="score a JSON Lines file of {prompt, response}",

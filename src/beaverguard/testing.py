@@ -1,7 +1,8 @@
 """A tiny real ONNX model for tests: same directory layout and inputs as the default model.
 
 It sums per-token weights: harm words push their categories and ``unsafe``
-up, refusal words push everything down. A prompt alone is judged whole; in a
+up, refusal words push everything down; with ``injection=True`` it has the
+``injection`` output too, which "ignore" and "instructions" push up. A prompt alone is judged whole; in a
 prompt-response pair only the response counts, so a harmful question with a
 harmless answer is safe, as in BeaverTails QA moderation. Needs the
 ``onnx`` package (in the ``test`` extra), not torch.
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from beaverguard._categories import LABELS, resolve
+from beaverguard._categories import INJECTION, LABELS, resolve
 
-__all__ = ["build_tiny_model", "TINY_WORDS"]
+__all__ = ["build_tiny_model", "TINY_WORDS", "TINY_INJECTION_WORDS"]
+
+#: Words that raise only the ``injection`` output (in a model built with ``injection=True``).
+TINY_INJECTION_WORDS = ("ignore", "instructions")
 
 #: word -> categories it raises ("" = only the overall unsafe score; "refusal" lowers all).
 TINY_WORDS: dict[str, tuple[str, ...]] = {
@@ -38,8 +42,8 @@ _FILLER = ["hello", "how", "do", "i", "make", "a", "the", "bread", "cake", "what
            "please", "tell", "about", "history", "of", "rome", "can", "nice", "day", "thanks"]
 
 
-def build_tiny_model(path: str | Path, *, max_length: int = 32) -> Path:
-    """Write a tiny model directory at ``path`` and return it."""
+def build_tiny_model(path: str | Path, *, max_length: int = 32, injection: bool = False) -> Path:
+    """Write a tiny model directory at ``path`` and return it (with the ``injection`` output if asked)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -47,7 +51,8 @@ def build_tiny_model(path: str | Path, *, max_length: int = 32) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
-    for word in [*TINY_WORDS, *_FILLER]:
+    labels = (*LABELS, INJECTION) if injection else LABELS
+    for word in [*TINY_WORDS, *TINY_INJECTION_WORDS, *_FILLER]:
         vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
@@ -56,16 +61,19 @@ def build_tiny_model(path: str | Path, *, max_length: int = 32) -> Path:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     tok.save(str(path / "tokenizer.json"))
 
-    weights = np.zeros((len(vocab), len(LABELS)), dtype=np.float32)
+    weights = np.zeros((len(vocab), len(labels)), dtype=np.float32)
     for word, cats in TINY_WORDS.items():
         row = weights[vocab[word]]
         if cats == ("refusal",):
             row[:] = -20.0
             continue
-        row[-1] = 10.0
+        row[LABELS.index("unsafe")] = 10.0
         for c in cats:
             row[LABELS.index(resolve(c))] = 10.0
-    bias = np.full(len(LABELS), -4.0, dtype=np.float32)
+    if injection:
+        for word in TINY_INJECTION_WORDS:
+            weights[vocab[word], -1] = 5.0  # both words, or one twice: 0.5 and up
+    bias = np.full(len(labels), -4.0, dtype=np.float32)
 
     graph = helper.make_graph(
         [
@@ -86,7 +94,7 @@ def build_tiny_model(path: str | Path, *, max_length: int = 32) -> Path:
         "beaverguard_tiny",
         [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
          for n in ("input_ids", "attention_mask", "token_type_ids")],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(labels)])],
         initializer=[numpy_helper.from_array(weights, "embedding"), numpy_helper.from_array(bias, "bias"),
                      numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
                      numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
@@ -99,11 +107,11 @@ def build_tiny_model(path: str | Path, *, max_length: int = 32) -> Path:
 
     spec = {
         "name": "beaverguard-tiny-test",
-        "labels": list(LABELS),
+        "labels": list(labels),
         "max_length": max_length,
         "layout": "bert-pair",
         "activation": "sigmoid",
-        "thresholds": {"input": {k: 0.5 for k in LABELS}, "output": {k: 0.5 for k in LABELS}},
+        "thresholds": {"input": {k: 0.5 for k in labels}, "output": {k: 0.5 for k in labels}},
         "sha256": {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
                    for name in ("model.onnx", "tokenizer.json")},
     }

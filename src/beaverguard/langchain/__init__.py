@@ -3,6 +3,8 @@
 * :class:`GuardedRunnable`: any runnable, chain or callable between the rails.
 * :class:`GuardedChatModel`: what ``guard.wrap(chat_model)`` returns; a real
   ``BaseChatModel`` that binds tools, so it can sit inside agents.
+* :class:`GuardedRetriever`: a retriever whose documents are judged on the
+  ``document`` channel (injections hidden in retrieved text) before a RAG chain uses them.
 * :class:`GuardMiddleware`: ``langchain.agents.create_agent`` middleware (needs
   the ``agents`` extra: ``pip install "beaverguard[agents]"``).
 """
@@ -12,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from beaverguard.langchain.chat_model import GuardedChatModel
+from beaverguard.langchain.retriever import GuardedRetriever
 from beaverguard.langchain.runnable import GuardedRunnable
 
-__all__ = ["GuardedRunnable", "GuardedChatModel", "GuardMiddleware"]
+__all__ = ["GuardedRunnable", "GuardedChatModel", "GuardedRetriever", "GuardMiddleware"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,9 +11,11 @@
   tool runs on it, and no structured response is kept from it. (Judging here
   rather than in ``after_model`` keeps the unsafe answer out of the state, the
   checkpoints and the ``updates`` stream altogether.)
-* ``wrap_tool_call`` (off by default): the output rail judges each tool result,
-  as a response to the conversation, before the model sees it; a blocked result
-  reaches the model as the policy's message, marked as a tool error.
+* ``wrap_tool_call`` (off by default): the input rail judges each tool result as
+  what it is, text handed to the model from the ``tool_result`` channel (harm,
+  and injection where the model scores it: by default an injection in a tool
+  result is blocked), before the model sees it; a blocked result reaches the
+  model as the policy's message, marked as a tool error.
 
 Each hook takes ``True`` (the middleware's guard), ``False`` (off) or a
 ``Guard`` of its own, with its own policy. Every decision writes one audit
@@ -105,7 +107,7 @@ class GuardMiddleware(AgentMiddleware):
         if self.tool_guard is None or not isinstance(result, ToolMessage):
             return result
         with self._audit("tool", request.runtime, None, tool=request.tool_call["name"]):
-            decision = self.tool_guard.check_output_sync(request.state["messages"], result)
+            decision = self.tool_guard.check_input_sync(text_of(result), channel="tool_result")
         return _tool_result(self.tool_guard, result, decision)
 
     async def awrap_tool_call(self, request: ToolCallRequest,
@@ -115,7 +117,7 @@ class GuardMiddleware(AgentMiddleware):
         if self.tool_guard is None or not isinstance(result, ToolMessage):
             return result
         with self._audit("tool", request.runtime, None, tool=request.tool_call["name"]):
-            decision = await self.tool_guard.check_output(request.state["messages"], result)
+            decision = await self.tool_guard.check_input(text_of(result), channel="tool_result")
         return _tool_result(self.tool_guard, result, decision)
 
     # -- audit ------------------------------------------------------------------------------
@@ -180,6 +182,8 @@ def _output_response(guard: Guard, response: ModelResponse, answer: AIMessage, d
 
 
 def _tool_result(guard: Guard, result: ToolMessage, decision: Decision) -> ToolMessage:
+    if decision.blocked:
+        guard.blocked_reply(decision)  # raises GuardBlocked where the policy says so
     out = guard.apply_output(result, decision)
     if out is result:
         return result

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from beaverguard._policy import Policy
-from beaverguard._rows import scored_fields
+from beaverguard._rows import channel_of, scored_fields
 from beaverguard._types import Exchange
 
 if TYPE_CHECKING:
@@ -52,13 +52,17 @@ class ScoreActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         prompts = batch.column("prompt").to_pylist()
         responses = batch.column("response").to_pylist() if "response" in batch.column_names else [None] * len(prompts)
+        channels = batch.column("channel").to_pylist() if "channel" in batch.column_names else [None] * len(prompts)
+        channels = [channel_of({"channel": c}) for c in channels]
         exchanges = [Exchange(p, r) for p, r in zip(prompts, responses)]
-        fields = [scored_fields(self.guard, e, s) for e, s in zip(exchanges, self.guard.score_many(exchanges))]
+        fields = [scored_fields(self.guard, e, s, c)
+                  for e, s, c in zip(exchanges, self.guard.score_many(exchanges), channels)]
         labels = list(fields[0]["scores"]) if fields else [k for k in self.guard.scorer.labels if k != "unsafe"]
         scores = pa.array([f["scores"] for f in fields], type=pa.struct([(k, pa.float64()) for k in labels]))
         for name, column in (("scores", scores),
                              ("unsafe", pa.array([f["unsafe"] for f in fields], type=pa.float64())),
-                             ("flagged", pa.array([f["flagged"] for f in fields], type=pa.bool_()))):
+                             ("flagged", pa.array([f["flagged"] for f in fields], type=pa.bool_())),
+                             ("categories", pa.array([f["categories"] for f in fields], type=pa.list_(pa.string())))):
             if name in batch.column_names:  # as the local engine does: a field of that name is replaced
                 batch = batch.set_column(batch.column_names.index(name), name, column)
             else:
