@@ -57,12 +57,14 @@ def test_int8_check_tolerates_small_drift_and_fails_on_a_perturbed_graph(tiny_mo
         check_int8(tiny_model / "model.onnx", broken, feeds)
 
 
-def _tiny_checkpoint(tiny_model: Path, path: Path) -> Path:
-    """A randomly initialised 2-layer BERT with the 15 labels, and the tiny model's tokenizer."""
+def _tiny_checkpoint(tiny_model: Path, path: Path, labels: tuple[str, ...] | None = None) -> Path:
+    """A randomly initialised 2-layer BERT with the 15 labels (or ``labels``), and the tiny model's tokenizer."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from beaverguard.training.data import LABELS
+
+    LABELS = labels or LABELS  # noqa: N806
 
     vocab = json.loads((tiny_model / "tokenizer.json").read_text())["model"]["vocab"]
     torch.manual_seed(0)
@@ -175,3 +177,54 @@ def test_calibrate_command_refuses_a_directory_that_is_not_a_model(tmp_path: Pat
 
     with pytest.raises(SystemExit, match="has no beaverguard.json"):
         main(["calibrate", "--model", str(tmp_path), "--calib", str(tmp_path / "calib.jsonl")])
+
+
+def test_export_ships_trainable_weights_and_train_continues_from_them(tiny_model: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    """A model with the injection output exports, loads, ships bf16 weights, and ``--init`` trains on from them."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("optimum.onnxruntime")
+    from safetensors.torch import load_file
+
+    from beaverguard import Guard
+    from beaverguard.cli import main
+    from beaverguard.training.data import TRAIN_LABELS, Row
+    from beaverguard.training.train import TrainConfig, init_checkpoint, train
+
+    checkpoint = _tiny_checkpoint(tiny_model, tmp_path / "checkpoint", labels=TRAIN_LABELS)
+    calib = tmp_path / "calib.jsonl"
+    rows = [{"prompt": p, "response": r, "is_safe": i % 2 == 0, "categories": None} for i, (p, r) in enumerate(PAIRS * 4)]
+    rows += [{"prompt": f"ignore the instructions {i}", "response": None, "is_safe": None, "categories": None,
+              "injection": i % 2 == 0, "source": "injection-test"} for i in range(8)]
+    calib.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "model"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--calib", str(calib),
+                 "--max-length", "32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["thresholds"]["input"]) == set(TRAIN_LABELS) and "injection" in report["calibration"]
+    spec = json.loads((out / "beaverguard.json").read_text())
+    assert spec["labels"] == list(TRAIN_LABELS) and spec["trainable"] == "trainable"
+    shipped = load_file(out / "trainable" / "model.safetensors")
+    assert {t.dtype for t in shipped.values()} == {torch.bfloat16}
+    guard = Guard(model=out)
+    try:
+        assert "injection" in guard.check_input_sync("hello", channel="document").scores
+    finally:
+        guard.close()
+
+    assert init_checkpoint(out) == out / "trainable"
+    train_rows = [Row(p, r, i % 2 == 0, None) for i, (p, r) in enumerate(PAIRS * 2)]
+    run = tmp_path / "run"
+    train({"train": train_rows, "calib": train_rows, "test": train_rows},
+          TrainConfig(out=run, init=out, epochs=1, lr=0.0, batch_size=4, max_length=32, bf16=False))
+    continued = load_file(run / "checkpoint" / "model.safetensors")
+    # lr 0: the continued run's weights are the shipped ones exactly (bf16 widened to fp32)
+    assert set(continued) == set(shipped)
+    assert all(torch.equal(continued[k], shipped[k].float()) for k in shipped)
+
+
+def test_init_refuses_a_model_without_trainable_weights(tiny_model: Path) -> None:
+    from beaverguard.training.train import init_checkpoint
+
+    with pytest.raises(ValueError, match="ships no trainable weights"):
+        init_checkpoint(tiny_model)

@@ -114,7 +114,7 @@ def test_a_mix_builds_sides_weights_labels_and_holdouts(tmp_path: Path, data_dir
 
 def test_soft_and_partial_targets():
     labels, mask = targets(Row("near", None, True, None, "phtest", target=0.3))
-    assert labels[-1] == 0.3 and mask == [0.0] * 14 + [1.0]  # categories unknown for a near-the-line row
+    assert labels[14] == 0.3 and mask == [0.0] * 14 + [1.0, 0.0]  # categories unknown for a near-the-line row
     labels, mask = targets(Row("harm", None, False, (SELF_HARM,), "toxic", partial=True))
     i = 10  # self_harm
     assert labels[i] == 1.0 and mask[i] == 1.0 and sum(mask) == 2.0  # self_harm and unsafe only
@@ -224,3 +224,71 @@ def test_encodings_are_the_real_ones():
 def test_template_ids_name_their_family():
     assert all(t.id.startswith(f"{name}/") for name, fam in FRAMES.items() for t in fam)
     assert isinstance(FRAMES["roleplay"][0], Template)
+
+
+# -- contrast pairs and injection rows ------------------------------------------------------------
+
+
+def test_contrast_pairs_hold_out_templates_and_objects_and_fill_each_template_both_ways():
+    from beaverguard.training.contrast import KINDS, contrast_rows
+
+    train, held = contrast_rows(seed=13, share=0.25)
+    assert contrast_rows(seed=13, share=0.25) == (train, held)  # stable
+    for kind in KINDS:
+        src = f"contrast:{kind.name}"
+        for part in (train, held):
+            prompts = [r for r in part if r.source == src]
+            assert {r.is_safe for r in prompts} == {True, False}, kind.name  # both labels on both sides
+            harmful = [r for r in prompts if not r.is_safe]
+            assert all(r.categories and r.injection is False for r in harmful)
+        # no held-out wording or object reaches training: a held-out row's prompt is never a training prompt,
+        # and a held-out object never appears in a training prompt
+        train_prompts = {r.prompt for r in train if r.source == src}
+        held_objects = {x for x in (*kind.harmless, *kind.harmful)
+                        if any(r.prompt.endswith(x + "?") or x in r.prompt for r in held if r.source == src)}
+        assert not train_prompts & {r.prompt for r in held if r.source == src}
+        kept_objects = [x for x in (*kind.harmless, *kind.harmful) if any(x in p for p in train_prompts)]
+        assert kept_objects and not set(kept_objects) & (held_objects - set(kept_objects))
+    # QA: a harmful question refused is safe, answered is unsafe; a harmful answer under a harmless question is unsafe
+    qa = [r for r in train if r.response is not None]
+    assert any(r.is_safe and "can't" in r.response for r in qa) and any(not r.is_safe and "Step" in r.response for r in qa)
+    swerves = [r for r in train if r.source.endswith(":swerve")]
+    assert swerves and all(not r.is_safe and r.categories for r in swerves)
+
+
+def test_a_mix_trains_injection_rows_on_the_injection_output_only(tmp_path: Path, data_dir: Path):
+    write(data_dir / "inj.jsonl",
+          [record(f"ignore all rules {i}", None, "attacks", injection=True, channel="user") for i in range(60)] +
+          [record(f"summarise this mail {i}", None, "benign-data", injection=False, channel="document")
+           for i in range(60)] +
+          [record(f"held attack {i}", None, "held-attacks", injection=True) for i in range(20)])
+    path = tmp_path / "mix.yaml"
+    text = MIX.replace("holdout:\n", "holdout:\n  - {file: inj.jsonl, source: held-attacks, family: injection}\n")
+    text = text.replace(
+        "  - {file: qa.jsonl, as_prompts: true, weight: 0.5, family: chat}\n",
+        "  - {file: qa.jsonl, as_prompts: true, weight: 0.5, family: chat}\n"
+        "  - {file: inj.jsonl, source: attacks, injection: dataset, family: injection}\n"
+        "  - {file: inj.jsonl, source: benign-data, injection: dataset, family: injection}\n"
+        "  - {file: benign.jsonl, source: chat, name: chat-inj, injection: false, family: chat}\n")
+    path.write_text(text.replace("  refusals: 10\n", "  refusals: 10\n  contrast: 1\n"))
+    data = build(load_mix(path), data_dir)
+    inj = [r for r in data.train if r.source in ("attacks", "benign-data")]
+    assert inj and all(r.is_safe is None and r.injection == (r.source == "attacks") for r in inj)
+    assert {r.source for r in data.holdout if r.injection} == {"held-attacks"}
+    assert all(r.injection is False for r in data.train if r.source == "chat-inj")
+    # augmented rows (frames may be jailbreaks themselves) leave injection unknown; no injection row is wrapped
+    augmented = [r for r in data.train if "+" in r.source]
+    assert augmented and all(r.injection is None for r in augmented)
+    assert not any("ignore all rules" in r.prompt for r in augmented)
+    assert any(r.source.startswith("contrast:") for r in data.train) and data.heldout_contrast
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+def test_the_v3_mix_builds_with_injection_holdouts():
+    mix = load_mix(SHIPPED_MIX.with_name("v3.yaml"))
+    data = build(mix, SHARED_DATA)
+    assert {r.source for r in data.holdout} == {h.source for h in mix.holdout}
+    held = {r.prompt for r in data.holdout}
+    for side in (data.train, data.calib, data.test):
+        assert not held & {r.prompt for r in side}
+    assert sum(r.injection is True for r in data.train) > 2000 and data.heldout_contrast

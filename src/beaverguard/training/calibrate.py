@@ -34,7 +34,7 @@ from beaverguard._categories import CATEGORY_KEYS
 from beaverguard.training.data import Row
 from beaverguard.training.metrics import best_f1_threshold
 
-__all__ = ["Budget", "DEFAULT_BUDGETS", "calibrate", "default_family"]
+__all__ = ["Budget", "DEFAULT_BUDGETS", "INJECTION_BUDGET", "calibrate", "calibrate_injection", "default_family"]
 
 ALPHAS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 MIN_FAMILY_ROWS = 20  # a family with fewer safe rows than this is not held to its budget (too noisy)
@@ -53,6 +53,38 @@ DEFAULT_BUDGETS: dict[str, Budget] = {
     "input": Budget({"chat": 0.04}, "recall"),
     "output": Budget({"qa_beavertails": 0.06}, "f1", ("qa_beavertails",)),
 }
+
+
+#: The injection threshold's budget without a mix: few false alarms on benign text handed to a model.
+INJECTION_BUDGET = Budget({"injection": 0.03, "chat": 0.01}, "recall")
+
+
+def calibrate_injection(rows: Sequence[Row], scores: np.ndarray, *, families: Mapping[str, str] | None = None,
+                        budget: Budget | None = None) -> tuple[float, dict]:
+    """The ``injection`` threshold: the highest recall of injections with every family's benign rows in budget.
+
+    ``rows`` are rows labelled for injection (``row.injection`` not None) and ``scores``
+    their ``injection`` scores. Ties go to the higher threshold.
+    """
+    budget = budget or INJECTION_BUDGET
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.array([bool(r.injection) for r in rows], dtype=bool)
+    fam = np.array([families.get(r.source, default_family(r)) if families else default_family(r) for r in rows])
+    groups = {f: ~y & (fam == f) for f in budget.fpr}
+    groups = {f: g for f, g in groups.items() if g.sum() >= MIN_FAMILY_ROWS} or {"all": ~y}
+    limits = {f: budget.fpr.get(f, min(budget.fpr.values())) for f in groups}
+    best = None
+    for t in np.unique(np.r_[np.quantile(scores, np.linspace(0, 1, 801)), 0.5]):
+        flagged = scores >= t
+        over = max(float(flagged[g].mean()) - limits[f] for f, g in groups.items())
+        recall = float(flagged[y].mean()) if y.any() else 0.0
+        key = (over <= 0, recall if over <= 0 else -over, t)
+        if best is None or key > best[0]:
+            best = (key, t, flagged, over, recall)
+    _, t, flagged, over, recall = best
+    return _round(t), {"objective": "recall", "value": round(recall, 4), "within_budget": over <= 0,
+                       "fpr": {f: round(float(flagged[g].mean()), 4) for f, g in groups.items()},
+                       "budget": {f: limits[f] for f in groups}}
 
 
 def default_family(row: Row) -> str:
@@ -124,6 +156,9 @@ def calibrate(rows: Sequence[Row], probs: np.ndarray, *, families: Mapping[str, 
     """
     budgets = budgets or DEFAULT_BUDGETS
     probs = np.asarray(probs, dtype=np.float64)
+    if any(r.is_safe is None for r in rows):
+        raise ValueError("calibrate() takes rows with a harm label; calibrate injection-only rows with "
+                         "calibrate_injection()")
     y = np.array([not r.is_safe for r in rows], dtype=bool)
     qa = np.array([r.response is not None for r in rows], dtype=bool)
     fam = np.array([families.get(r.source, default_family(r)) if families else default_family(r) for r in rows])

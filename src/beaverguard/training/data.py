@@ -7,12 +7,14 @@ Two layouts are read into one :class:`Row`:
 * the Hugging Face layout of ``PKU-Alignment/BeaverTails`` (``category`` is a
   dict of 14 booleans), for users who can reach the hub.
 
-Targets are 15 numbers (the 14 categories, then ``unsafe``) with a mask: a row
+Targets are 16 numbers (the 14 categories, ``unsafe``, then ``injection``) with a mask: a row
 whose source has no category labels trains only the ``unsafe`` output, and a row
 whose source taxonomy maps onto some categories (``partial``) trains those as
 positives and leaves the others unknown. ``target`` is a soft ``unsafe`` target
 for rows near the line (None: 0 or 1 from ``is_safe``). ``context`` holds earlier
-conversation turns, oldest first.
+conversation turns, oldest first. ``injection`` says whether the text tries to make the model
+drop its instructions (None: unknown, not trained); ``is_safe`` is None on rows labelled for
+injection only, whose harm outputs are then left unknown.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from beaverguard._categories import CATEGORY_KEYS, LABELS
+from beaverguard._categories import CATEGORY_KEYS, INJECTION, LABELS
 from beaverguard._jsonl import read_records
 
 __all__ = [
     "Row", "read_jsonl", "from_hf_record", "load_hf_beavertails", "split_by_prompt",
-    "refusal_pairs", "targets", "LABELS", "write_jsonl",
+    "refusal_pairs", "targets", "LABELS", "TRAIN_LABELS", "write_jsonl",
 ]
+
+#: The outputs models are trained with: the 14 categories, ``unsafe``, then ``injection``.
+TRAIN_LABELS: tuple[str, ...] = (*LABELS, INJECTION)
 
 
 
@@ -38,12 +43,13 @@ __all__ = [
 class Row:
     prompt: str
     response: str | None
-    is_safe: bool
+    is_safe: bool | None  # None: labelled for injection only
     categories: tuple[str, ...] | None  # None: the source does not label categories
     source: str = ""
     context: tuple[tuple[str, str], ...] = ()
     target: float | None = None  # soft unsafe target; None: from is_safe
     partial: bool = False  # categories are known positives; the others are unknown
+    injection: bool | None = None  # None: unknown
 
 
 def _row(record: Mapping, cats: Iterable[str] | None, source: str, where: str) -> Row:
@@ -53,9 +59,11 @@ def _row(record: Mapping, cats: Iterable[str] | None, source: str, where: str) -
         if unknown:
             raise ValueError(f"{where}: unknown categories {sorted(unknown)}")
         cats = tuple(cats)
-    if record.get("is_safe") is None:
-        raise ValueError(f"{where}: is_safe is null; rows without a label cannot train")
-    return Row(record["prompt"], record.get("response"), bool(record["is_safe"]), cats, source)
+    injection = record.get("injection")
+    if record.get("is_safe") is None and injection is None:
+        raise ValueError(f"{where}: is_safe and injection are null; rows without a label cannot train")
+    return Row(record["prompt"], record.get("response"), None if record.get("is_safe") is None else bool(record["is_safe"]),
+               cats, source, injection=None if injection is None else bool(injection))
 
 
 def _from_shared(record: Mapping, where: str) -> Row:
@@ -149,17 +157,26 @@ def refusal_pairs(rows: Iterable[Row], seed: int, limit: int) -> list[Row]:
     to read the response and not just the prompt.
     """
     rng = random.Random(seed)
-    harmful = [r for r in rows if not r.is_safe and r.response is None]
+    harmful = [r for r in rows if r.is_safe is False and r.response is None]
     rng.shuffle(harmful)
     return [Row(r.prompt, rng.choice(_REFUSALS), True, (), "synthetic-refusal") for r in harmful[:limit]]
 
 
 def targets(row: Row) -> tuple[list[float], list[float]]:
-    """Return (labels, mask) over :data:`LABELS` for one row.
+    """Return (labels, mask) over :data:`TRAIN_LABELS` for one row.
 
     A safe row is a negative for every category, except a near-the-line row
-    (a soft target above 0), whose categories are left unknown.
+    (a soft target above 0), whose categories are left unknown. ``injection`` is
+    trained where the row says yes or no, and the harm outputs where it has ``is_safe``.
     """
+    harm, harm_mask = _harm_targets(row)
+    inj = [0.0 if row.injection is None else float(row.injection)]
+    return harm + inj, harm_mask + [0.0 if row.injection is None else 1.0]
+
+
+def _harm_targets(row: Row) -> tuple[list[float], list[float]]:
+    if row.is_safe is None:
+        return [0.0] * len(LABELS), [0.0] * len(LABELS)
     unsafe = row.target if row.target is not None else 0.0 if row.is_safe else 1.0
     if row.is_safe and not unsafe:
         return [0.0] * len(CATEGORY_KEYS) + [unsafe], [1.0] * len(LABELS)
@@ -188,4 +205,6 @@ def write_jsonl(rows: Iterable[Row], path: str | Path) -> None:
                 record["target"] = r.target
             if r.partial:
                 record["partial"] = True
+            if r.injection is not None:
+                record["injection"] = r.injection
             f.write(json.dumps(record, ensure_ascii=False) + "\n")

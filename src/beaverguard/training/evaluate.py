@@ -58,11 +58,13 @@ def mentions_harm(text: str) -> bool:
 def score_rows(guard, exchanges: Sequence[Exchange], progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (n, 15) in :data:`LABELS` order, and whether the policy flags each exchange.
 
-    A prompt alone is judged on the input rail, a prompt with a response on the output rail.
+    A prompt alone is judged on the input rail, a prompt with a response on the output rail, by
+    the harm rules only: the ``injection`` score (where the model has it) is measured apart.
     """
     scores = guard.score_many(list(exchanges), progress=progress)
     probs = np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64).reshape(len(scores), len(LABELS))
-    flagged = np.array([guard.judge("input" if e.response is None else "output", s)[0] is not Action.ALLOW
+    flagged = np.array([guard.judge("input" if e.response is None else "output",
+                                    {k: s[k] for k in LABELS})[0] is not Action.ALLOW
                         for e, s in zip(exchanges, scores)], dtype=bool)
     return probs, flagged
 

@@ -23,9 +23,13 @@ from typing import Literal
 import numpy as np
 
 from beaverguard._encoding import Encoder
-from beaverguard.training.data import LABELS, Row
+from beaverguard._categories import UNSAFE
+from beaverguard.training.data import LABELS, TRAIN_LABELS, Row
 
-__all__ = ["export", "ExportCheckError", "check_int8", "quantize", "onnx_probs"]
+__all__ = ["export", "ExportCheckError", "check_int8", "quantize", "onnx_probs", "save_trainable", "TRAINABLE"]
+
+#: Where a model directory keeps its trainable weights (``beaverguard train --init`` continues from them).
+TRAINABLE = "trainable"
 
 FP32_TOLERANCE = 1e-4   # max |p_onnx - p_torch| over the sample
 INT8_MEAN_TOLERANCE = 0.02  # mean |p_int8 - p_fp32|
@@ -69,12 +73,34 @@ def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]],
         "int8_vs_fp32_max_abs": float(diff.max()),
         "int8_vs_fp32_mean_abs": float(diff.mean()),
         "int8_vs_fp32_unsafe_agreement_at_0.5": float(
-            np.mean((int8_probs[:, -1] >= 0.5) == (fp32_probs[:, -1] >= 0.5))),
+            np.mean((int8_probs[:, _U] >= 0.5) == (fp32_probs[:, _U] >= 0.5))),
     }
     if diff.mean() > INT8_MEAN_TOLERANCE or diff.max() > INT8_MAX_TOLERANCE:
         raise ExportCheckError(f"int8 differs from fp32 by mean {diff.mean():.3f} / max {diff.max():.3f} "
                                f"(tolerances {INT8_MEAN_TOLERANCE} / {INT8_MAX_TOLERANCE})")
     return report
+
+
+_U = LABELS.index(UNSAFE)
+
+
+def save_trainable(checkpoint: Path, out: Path) -> Path:
+    """The checkpoint's weights in bf16 (half of fp32's bytes), with its config and tokenizer, under ``out/trainable``.
+
+    bf16 keeps fp32's exponent range, so training continues from them as from the fp32
+    weights (the optimizer state is not shipped: a continued run starts its schedule anew).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    dest = Path(out) / TRAINABLE
+    shutil.rmtree(dest, ignore_errors=True)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=torch.float32)
+    model.to(torch.bfloat16).save_pretrained(dest, safe_serialization=True)
+    for name in ("tokenizer.json", "conversation.json"):
+        if (Path(checkpoint) / name).is_file():
+            shutil.copy(Path(checkpoint) / name, dest / name)
+    return dest
 
 
 def _sha256(path: Path) -> str:
@@ -83,7 +109,7 @@ def _sha256(path: Path) -> str:
 
 def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: int = 256,
            name: str | None = None, batch_size: int = 16, keep_fp32: Path | None = None,
-           precision: Literal["int8", "fp32"] = "int8") -> dict:
+           precision: Literal["int8", "fp32"] = "int8", trainable: bool = True) -> dict:
     """Export ``checkpoint`` (a Hugging Face directory) to ``out``; return the check report."""
     import torch
     from optimum.onnxruntime import ORTModelForSequenceClassification
@@ -126,8 +152,10 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         shutil.copy(checkpoint / "tokenizer.json", out / "tokenizer.json")
     labels = json.loads((checkpoint / "config.json").read_text())["id2label"]
     labels = [labels[str(i)] for i in range(len(labels))]
-    if tuple(labels) != LABELS:
-        raise ExportCheckError(f"checkpoint labels {labels} are not {list(LABELS)}")
+    if tuple(labels) not in (LABELS, TRAIN_LABELS):
+        raise ExportCheckError(f"checkpoint labels {labels} are neither {list(LABELS)} nor {list(TRAIN_LABELS)}")
+    if trainable:
+        save_trainable(checkpoint, out)
     spec = {
         "name": name or out.name,
         "labels": labels,
@@ -137,7 +165,8 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         "batch_invariant": precision != "int8",  # dynamic int8: one activation scale per run, so rows run alone
         **({"conversation": json.loads((checkpoint / "conversation.json").read_text())}
            if (checkpoint / "conversation.json").is_file() else {}),
-        "thresholds": {"input": {k: 0.5 for k in LABELS}, "output": {k: 0.5 for k in LABELS}},
+        "thresholds": {"input": {k: 0.5 for k in labels}, "output": {k: 0.5 for k in labels}},
+        **({"trainable": TRAINABLE} if trainable else {}),
         "sha256": {"model.onnx": _sha256(out / "model.onnx"), "tokenizer.json": _sha256(out / "tokenizer.json")},
     }
     (out / "beaverguard.json").write_text(json.dumps(spec, indent=2) + "\n")

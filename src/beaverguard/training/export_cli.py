@@ -26,7 +26,8 @@ import numpy as np
 from beaverguard._guard import Guard
 from beaverguard._policy import Policy
 from beaverguard._types import Exchange
-from beaverguard.training.calibrate import Budget, calibrate
+from beaverguard._categories import INJECTION
+from beaverguard.training.calibrate import Budget, calibrate, calibrate_injection
 from beaverguard.training.data import Row, read_jsonl
 from beaverguard.training.evaluate import score_rows
 from beaverguard.training.export import export
@@ -57,6 +58,18 @@ def runtime_probs(model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
         guard.close()
 
 
+def runtime_injection(model_dir: Path, rows: Sequence[Row]) -> np.ndarray | None:
+    """The ``injection`` score of each row's text as the guard scores it; None for a model without that output."""
+    guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
+    try:
+        if INJECTION not in guard.scorer.labels:
+            return None
+        scores = guard.score_many([Exchange(r.prompt, r.response, r.context) for r in rows])
+        return np.array([s[INJECTION] for s in scores], dtype=np.float64)
+    finally:
+        guard.close()
+
+
 def _calibration(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict, dict | None]:
     """(calibration rows, sample rows, families, budgets): from the mix, or from --calib/--sample files."""
     if args.mix:
@@ -64,7 +77,7 @@ def _calibration(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict, 
 
         mix = load_mix(args.mix)
         data = build(mix, args.data_dir)
-        budgets = {rail: Budget(b.fpr, b.maximize, tuple(b.over)) for rail, b in mix.calibration.items()} or None
+        budgets = {key: Budget(b.fpr, b.maximize, tuple(b.over)) for key, b in mix.calibration.items()} or None
         return data.calib, data.test, data.families, budgets
     if args.calib is None:
         raise ValueError("pass --mix FILE (its calibration split) or --calib FILE")
@@ -77,8 +90,17 @@ def _calibrate_model(model_dir: Path, calib: list[Row], families: dict, budgets:
                      report: dict) -> None:
     """Score ``calib`` with the model as the guard runs it; write the chosen thresholds and what they reached."""
     reached: dict = {}
-    thresholds = calibrate(calib, runtime_probs(model_dir, calib), families=families, budgets=budgets,
+    harm = [r for r in calib if r.is_safe is not None]
+    thresholds = calibrate(harm, runtime_probs(model_dir, harm), families=families,
+                           budgets={k: v for k, v in (budgets or {}).items() if k != INJECTION} or None,
                            report=reached)
+    labelled = [r for r in calib if r.injection is not None]
+    scores = runtime_injection(model_dir, labelled) if labelled else None
+    if scores is not None:
+        t, reached[INJECTION] = calibrate_injection(labelled, scores, families=families,
+                                                    budget=(budgets or {}).get(INJECTION))
+        for rail in thresholds:
+            thresholds[rail][INJECTION] = t
     write_thresholds(model_dir, thresholds)
     report["calibration_rows"] = len(calib)
     report["calibration"] = reached  # the decision's objective and false-positive rate per family

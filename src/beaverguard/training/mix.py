@@ -32,7 +32,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from beaverguard._jsonl import read_records
 from beaverguard.training.augment import (
     FRAMES, Template, augment, lookalike_rows, split_templates, wild_templates,
 )
+from beaverguard.training.contrast import contrast_rows
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
 __all__ = ["Mix", "Source", "MixData", "Repeats", "load_mix", "build", "summary"]
@@ -77,6 +78,9 @@ class Source(_Strict):
     as_prompts: bool = Field(False, description="Use the prompts of its safe rows as safe prompt-only rows.")
     family: str = "other"
     name: str | None = Field(None, description="Row source label (default: the row's own 'source').")
+    injection: Literal["dataset"] | bool | None = Field(
+        None, description="Injection label: 'dataset' (the row's own 'injection' field), true/false for every "
+                          "row, or null (unknown: the injection output is not trained on it).")
 
 
 class Holdout(_Strict):
@@ -94,6 +98,7 @@ class Augment(_Strict):
     topic_change: int = 0
     lookalikes: float = Field(0.0, ge=0.0, description="Weight of the built-in look-alike questions.")
     refusals: int = Field(0, description="Harmful training prompts paired with refusals (safe QA pairs).")
+    contrast: float = Field(0.0, ge=0.0, description="Weight of the contrast pairs (beaverguard.training.contrast).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
 
 
@@ -112,7 +117,8 @@ class Mix(_Strict):
     holdout: list[Holdout] = Field(default_factory=list)
     sources: list[Source]
     augment: Augment = Field(default_factory=Augment)
-    calibration: dict[Literal["input", "output"], RailBudget] = Field(default_factory=dict)
+    calibration: dict[Literal["input", "output", "injection"], RailBudget] = Field(
+        default_factory=dict, description="Budgets of the input and output rails, and of the injection threshold.")
 
 
 def load_mix(path: str | Path) -> Mix:
@@ -138,6 +144,7 @@ class MixData:
     heldout_templates: list[Template]
     heldout_lookalikes: list[Row]
     dropped: dict[str, int]  # rows (per file) and templates left out because they repeat held-out text
+    heldout_contrast: list[Row] = field(default_factory=list)  # contrast pairs of held-out templates and objects
 
 
 def _matches(record: Mapping, src: Source | Holdout) -> bool:
@@ -155,11 +162,12 @@ def _row(record: Mapping, src: Source, where: str) -> Row:
     if isinstance(record.get("category"), dict):  # the Hugging Face BeaverTails layout
         row = from_hf_record(record, where)
     else:
-        if record.get("is_safe") is None:
+        injection = record.get("injection") if src.injection == "dataset" else src.injection
+        if record.get("is_safe") is None and injection is None:
             raise ValueError(f"{where}: is_safe is null; rows without a label cannot train")
         cats = record.get("categories")
-        row = Row(record["prompt"], record.get("response"), bool(record["is_safe"]),
-                  None if cats is None else tuple(cats), str(record.get("source", "")))
+        row = Row(record["prompt"], record.get("response"), _safe(record), None if cats is None else tuple(cats),
+                  str(record.get("source", "")), injection=None if injection is None else bool(injection))
     name = src.name or row.source
     if src.categories is None:
         row = replace(row, categories=None)
@@ -169,6 +177,10 @@ def _row(record: Mapping, src: Source, where: str) -> Row:
     if src.as_prompts:
         row = Row(row.prompt, None, True, (), f"{name}-prompt")
     return replace(row, source=name if not src.as_prompts else row.source, target=src.target)
+
+
+def _safe(record: Mapping) -> bool | None:
+    return None if record.get("is_safe") is None else bool(record["is_safe"])
 
 
 def _read(data_dir: Path, file: str) -> list[tuple[str, Mapping]]:
@@ -224,7 +236,8 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     for h, recs in held:
         if not recs:
             raise ValueError(f"holdout {h.file} source {h.source!r} matches no rows")
-        holdout += [Row(r["prompt"], r.get("response"), bool(r["is_safe"]), None, h.source) for r in recs]
+        holdout += [Row(r["prompt"], r.get("response"), _safe(r), None, h.source,
+                        injection=None if r.get("injection") is None else bool(r["injection"])) for r in recs]
         families[h.source] = h.family
     held_out_keys = {(h.file, h.source) for h in mix.holdout}
     held_text = Repeats([r.prompt for r in holdout])
@@ -270,7 +283,8 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     for r in look_train:
         families[r.source] = "lookalike"
         train += [r] * _copies(aug.lookalikes, r.prompt, mix.seed)
-    train_prompts = [r for r in train if r.response is None and not r.context and r.target is None]
+    train_prompts = [r for r in train if r.response is None and not r.context and r.target is None
+                     and r.is_safe is not None and families.get(r.source) != "injection"]
     unique = list({(r.prompt, r.is_safe): r for r in train_prompts}.values())
     harmful = [r for r in unique if not r.is_safe]
     benign = [r for r in unique if r.is_safe]
@@ -279,12 +293,18 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
                     frames=aug.frames, contexts=aug.long_context, splits=aug.split_turns,
                     topic_changes=aug.topic_change, seed=mix.seed)
     extra += refusal_pairs(train, seed=mix.seed, limit=aug.refusals)
+    # A frame may itself be a jailbreak: what the wrapped row says about injection no longer holds.
+    extra = [replace(r, injection=None) for r in extra]
     for r in extra:
         families.setdefault(r.source, "augmented")
+    contrast_train, contrast_held = contrast_rows(seed=mix.seed, share=aug.holdout) if aug.contrast else ([], [])
+    for r in contrast_train:
+        families[r.source] = "contrast"
+        extra += [r] * _copies(aug.contrast, f"{r.prompt}|{r.response}", mix.seed)
     train += extra
     random.Random(mix.seed).shuffle(train)
     return MixData(train, calib, test, holdout, families, train_t, held_t, look_held,
-                   dict(dropped) | ({"templates": len(shared)} if shared else {}))
+                   dict(dropped) | ({"templates": len(shared)} if shared else {}), contrast_held)
 
 
 def summary(data: MixData) -> str:

