@@ -302,3 +302,23 @@ def test_eval_reports_prompts_unseen_in_training_apart(tiny_model: Path, tmp_pat
     unseen = [row for row in rows if row[0] not in seen]
     assert report["unseen_rows"] == len(unseen)
     assert sum(m["n"] for m in report["by_source_unseen"]["src"].values()) == len(unseen)
+
+
+def test_equal_recall_by_hand() -> None:
+    from beaverguard.training.evaluate import equal_recall, format_equal_recall
+
+    def row(source: str, safe: bool, unsafe: float) -> tuple[Row, list[float]]:
+        return Row(f"p {source} {unsafe}", None, safe, None, source), [0.0] * len(CATEGORY_KEYS) + [unsafe]
+
+    made = [row("harm", False, s) for s in (0.9, 0.8, 0.7, 0.6, 0.2)]  # 80% recall needs threshold 0.6
+    made += [row("benign", True, s) for s in (0.65, 0.5, 0.1, 0.05)]
+    made += [row("lookalike", True, s) for s in (0.95, 0.61, 0.59)]
+    rows, probs = [r for r, _ in made], np.array([p for _, p in made])
+    table = equal_recall(rows, probs, "harm", 0.8)
+    assert table["threshold"] == 0.6 and table["rows"] == 5
+    assert table["flagged"]["harm (prompt)"]["unsafe_caught"] == 0.8
+    assert table["flagged"]["benign (prompt)"]["safe_flagged"] == 0.25
+    assert table["flagged"]["lookalike (prompt)"]["safe_flagged"] == round(2 / 3, 4)
+    assert "catches 80% of harm" in format_equal_recall(table)
+    with pytest.raises(ValueError, match="no unsafe rows of source 'nope'"):
+        equal_recall(rows, probs, "nope")

@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by-source", action="store_true", help="also report the decision's metrics per row source")
     p.add_argument("--unseen-from", type=Path, help="also report per source on the rows whose prompt this "
                                                     "(training) file does not have, not even nearly")
+    p.add_argument("--equal-recall", metavar="SOURCE[=RECALL]",
+                   help="also report each source's flagged share at the unsafe threshold that catches RECALL "
+                        "(default 0.9) of SOURCE's unsafe rows: compare models at the same recall")
     p.add_argument("--json", type=Path, help="also write the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 

@@ -233,6 +233,47 @@ def by_source(rows: Sequence[Row], probs: np.ndarray, flagged: np.ndarray,
     return out
 
 
+def equal_recall(rows: Sequence[Row], probs: np.ndarray, source: str, recall: float = 0.9) -> dict:
+    """Each source's flagged share at the ``unsafe`` threshold that catches ``recall`` of ``source``'s unsafe rows.
+
+    A model (or a data mix) is better only if it over-blocks less *at the same recall*: a higher
+    threshold lowers false positives and recall together, and hides nothing about the ranking. This
+    compares two models at the one operating point where they catch the same share of a harmful
+    source (best a held-out one). Rows are split into prompts and QA pairs, as the rails are.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(rows), len(LABELS))
+    unsafe = probs[:, LABELS.index(UNSAFE)]
+    target = np.sort(unsafe[[r.source == source and r.is_safe is False for r in rows]])[::-1]
+    if not len(target):
+        raise ValueError(f"no unsafe rows of source {source!r} to set the threshold on")
+    t = float(target[max(0, math.ceil(recall * len(target)) - 1)])
+    out: dict = {"source": source, "recall": recall, "threshold": round(t, 6), "rows": len(target), "flagged": {}}
+    for src in sorted({r.source for r in rows}):
+        for name, (_, _) in SECTIONS.items():
+            sel = np.array([r.source == src and (r.response is not None) == (name == "qa") and r.is_safe is not None
+                            for r in rows], dtype=bool)
+            if not sel.any():
+                continue
+            ys = np.array([not r.is_safe for r, s in zip(rows, sel) if s], dtype=bool)
+            entry = {"n": int(sel.sum()), "auprc": _finite(binary(ys, unsafe[sel], t).auprc) if ys.any() else None}
+            if (~ys).any():
+                entry["safe_flagged"] = round(float((unsafe[sel][~ys] >= t).mean()), 4)
+            if ys.any():
+                entry["unsafe_caught"] = round(float((unsafe[sel][ys] >= t).mean()), 4)
+            out["flagged"][f"{src} ({name})"] = entry
+    return out
+
+
+def format_equal_recall(table: Mapping) -> str:
+    lines = ["", f"at equal recall: unsafe >= {table['threshold']:.4f} catches {table['recall']:.0%} of "
+                 f"{table['source']} ({table['rows']} unsafe rows); per source:",
+             f"{'source':<48}{'n':>7}{'safe flagged':>14}{'unsafe caught':>15}{'AUPRC':>9}"]
+    for src, m in table["flagged"].items():
+        lines.append(f"{src[:47]:<48}{m['n']:>7}{_cell(m.get('safe_flagged'), 14)}{_cell(m.get('unsafe_caught'), 15)}"
+                     f"{_cell(m['auprc'])}")
+    return "\n".join(lines)
+
+
 def format_by_source(table: Mapping[str, Mapping]) -> str:
     """One line per source and section: the policy decision's metrics."""
     head = f"{'source':<40}{'rows':>7}{'n':>7}{'pos':>6}{'precision':>10}{'recall':>9}{'F1':>9}{'FPR':>9}{'AUPRC':>9}"
@@ -253,6 +294,10 @@ def run_eval(args: argparse.Namespace) -> int:
         rows = [row for path in args.data for row in read_jsonl(path)]
     except (OSError, ValueError) as exc:
         raise SystemExit(f"beaverguard eval: {exc}") from None
+    unlabelled = sum(r.is_safe is None for r in rows)
+    rows = [r for r in rows if r.is_safe is not None]  # injection-only rows say nothing about harm
+    if unlabelled:
+        print(f"beaverguard eval: {unlabelled} rows without is_safe (injection labels only) left out", file=sys.stderr)
     if not rows:
         raise SystemExit("beaverguard eval: the data has no rows")
     guard = Guard(args.policy, model=args.model)
@@ -282,10 +327,18 @@ def run_eval(args: argparse.Namespace) -> int:
         report["by_source_unseen"] = by_source([r for r, k in zip(rows, keep) if k], probs[keep], flagged[keep],
                                                thresholds)
         report["unseen_rows"] = int(keep.sum())
+    if getattr(args, "equal_recall", None):
+        source, _, recall = args.equal_recall.partition("=")
+        try:
+            report["equal_recall"] = equal_recall(rows, probs, source, float(recall or 0.9))
+        except ValueError as exc:
+            raise SystemExit(f"beaverguard eval: --equal-recall: {exc}") from None
     print(f"beaverguard eval: {len(rows)} rows, model {model}, policy {report['policy'] or '(default)'}")
     print(format_report(report))
     if "by_source" in report:
         print(format_by_source(report["by_source"]))
+    if "equal_recall" in report:
+        print(format_equal_recall(report["equal_recall"]))
     if "by_source_unseen" in report:
         print(f"\nprompts unseen in {args.unseen_from} ({report['unseen_rows']} rows: no prompt there is the same, "
               "or shares half its 8-word runs):", end="")
