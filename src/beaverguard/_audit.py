@@ -59,8 +59,9 @@ def _content(text: str | None, mode: str) -> str | None:
     return text
 
 
-def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response: str | None) -> dict[str, Any]:
-    """Build the audit record of one decision."""
+def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response: str | None,
+           lineage: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the audit record of one decision (``lineage``: the policy's fingerprint and the model's name)."""
     rec: dict[str, Any] = {
         "time": time.time(),
         "request_id": decision.request_id,
@@ -73,6 +74,11 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
         "error": decision.error,
         "error_type": decision.error_type,
     }
+    if lineage:
+        rec["policy"] = lineage["policy"]
+        rec["model"] = lineage["model"]
+    if decision.shadow is not None:
+        rec["shadow"] = dict(decision.shadow)
     if policy.content != "none":
         rec["prompt"] = _content(prompt, policy.content)
         if decision.rail == "output":
@@ -97,17 +103,19 @@ class Auditor:
         self._closed = False
         self.sinks: list = []  # extra callables (plugins): each gets every record
         self.redact: Callable[[str], str] | None = None  # set by redacting plugins: records never hold what it masks
+        self.lineage: dict[str, str] | None = None  # set by the guard: the policy and model each record names
 
     def emit(self, decision: Decision, prompt: str | None, response: str | None) -> None:
-        if decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None:
-            return
+        if (decision.action.value == "allow" and not self.policy.include_allowed and decision.error is None
+                and (decision.shadow is None or decision.shadow["action"] == "allow")):
+            return  # an allowed decision the shadow policy would have changed is kept: it is what shadow is for
         to_log = self.policy.log and logger.isEnabledFor(logging.INFO)
         if not (to_log or self.sinks or self.policy.path is not None):
             return  # nobody takes records: no hashing or redacting on the hot path
         if self.redact is not None and self.policy.content != "none":  # with "none", no text is kept to mask
             prompt = None if prompt is None else self.redact(prompt)
             response = None if response is None else self.redact(response)
-        rec = record(decision, self.policy, prompt, response)
+        rec = record(decision, self.policy, prompt, response, self.lineage)
         if to_log:
             logger.info("%s %s %s", rec["rail"], rec["action"], json.dumps(rec))
         for sink in self.sinks:

@@ -124,6 +124,12 @@ class Guard:
         thresholds = getattr(scorer, "default_thresholds", None)
         self._defaults: dict[Rail, Mapping[str, float]] = {
             rail: thresholds(rail) if thresholds else {} for rail in ("input", "output")}
+        self.shadow = _shadow_policy(self.policy)
+        spec = getattr(self.scorer, "spec", None)
+        # What each audit record names: the policy it was decided under, and the model that scored.
+        self.lineage = {"policy": self.policy.fingerprint(),
+                        "model": spec.name if spec is not None else type(self.scorer).__name__}
+        self._auditor.lineage = self.lineage
         if watch:
             self.watch()
         _guards.add(self)
@@ -441,11 +447,15 @@ class Guard:
             text = self._redact(original)
         else:
             text = original
+        shadow = None
+        if self.shadow is not None and error is None:
+            s_action, s_fired = decide(scores, self.shadow.rail(rail), self._defaults[rail], channel)
+            shadow = {"policy": self.shadow.fingerprint(), "action": s_action.value, "categories": list(s_fired)}
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
                             error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None),
-                            channel=channel)
+                            channel=channel, shadow=shadow)
         self._auditor.emit(decision, prompt, response)
         return decision
 
@@ -494,6 +504,21 @@ class _Refusal(str):
         self = super().__new__(cls, message)
         self.retry_after_s = retry_after_s
         return self
+
+
+def _shadow_policy(policy: Policy) -> Policy | None:
+    """The policy's shadow candidate, loaded; it must score with the same model, so it costs no model run."""
+    if policy.shadow is None:
+        return None
+    shadow = load_policy(policy.shadow)
+    if (shadow.model, shadow.remote) != (policy.model, policy.remote):
+        raise PolicyError(f"shadow policy {policy.shadow}: it scores with model {shadow.model or '(default)'} / "
+                          f"remote {shadow.remote}, the enforced policy with {policy.model or '(default)'} / "
+                          f"{policy.remote}; a shadow policy must use the same model (compare models with "
+                          "`beaverguard replay --rescore`)")
+    if shadow.shadow is not None:
+        raise PolicyError(f"shadow policy {policy.shadow} names a shadow of its own ({shadow.shadow}); one level only")
+    return shadow
 
 
 def _check_channel(channel: str) -> None:

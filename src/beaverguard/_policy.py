@@ -218,6 +218,10 @@ class Policy(_Strict):
         "Most seconds a rail may take to score. A check that the queue ahead of it would keep past "
         "this is refused at once (see on_overload) instead of waiting for it to run out."))
     audit: AuditPolicy = Field(default_factory=AuditPolicy, description="Audit records.")
+    shadow: Path | None = Field(None, description=(
+        "A candidate policy file decided alongside this one on every check, from the same scores, and never "
+        "enforced: its decision goes into the audit record (`shadow`) and the server's metrics. It must score "
+        "with the same model (or tier); a relative path is relative to this file."))
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
 
@@ -244,3 +248,14 @@ class Policy(_Strict):
     def rail(self, name: str) -> RailPolicy:
         """The rules of the ``input`` or ``output`` rail."""
         return self.input if name == "input" else self.output
+
+    def fingerprint(self) -> str:
+        """A short hash of what decides (rails, messages, failure choices, model), for audit records.
+
+        Where records go (``audit``) and the shadow candidate are left out: they change no decision.
+        """
+        import hashlib
+        import json
+
+        data = self.model_dump(mode="json", exclude={"audit", "shadow"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

@@ -74,6 +74,9 @@ class Decision:
     retry_after_s: float | None = None
     #: Where the judged text came from (see :data:`Channel`).
     channel: Channel = "user"
+    #: The shadow policy's decision on the same scores (``action``, ``categories``, ``policy``), never
+    #: enforced; None without a shadow policy or when scoring failed.
+    shadow: Mapping[str, object] | None = None
 
     @property
     def blocked(self) -> bool:

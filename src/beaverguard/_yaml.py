@@ -69,6 +69,8 @@ def load_policy(path: str | Path) -> Policy:
     policy = parse_policy(text, str(path))
     if policy.model is not None and not policy.model.is_absolute():  # relative to the policy file
         policy = policy.model_copy(update={"model": (path.parent / policy.model).resolve()})
+    if policy.shadow is not None and not policy.shadow.is_absolute():
+        policy = policy.model_copy(update={"shadow": (path.parent / policy.shadow).resolve()})
     if policy.audit.path is not None and not policy.audit.path.is_absolute():
         policy = policy.model_copy(update={"audit": policy.audit.model_copy(
             update={"path": (path.parent / policy.audit.path).resolve()})})
