@@ -257,3 +257,42 @@ def test_an_upstream_5xx_follows_on_error(gateway, upstream, on_error, status):
     rec = [r for r in gw.audit() if r["rail"] == "output"][-1]
     assert rec["action"] == ("block" if on_error == "block" else "allow")
     assert rec["upstream"] == {"kind": "status", "status": 500}
+
+
+def test_stream_first_sends_the_content_filter_chunk_before_any_finish_reason(gateway, upstream):
+    """The upstream's own last chunk (finish_reason "stop") is held until the output rail decided: a client that
+    stops at the first finish reason learns the answer was cut."""
+    gw = gateway("streaming: {mode: stream_first, chunk_chars: 32, overlap_chars: 8}")
+    upstream.reply = SAFE + "kill"  # the unsafe word is in the last, short part: the check at the stream's end cuts
+    chunks, text = _stream(gw)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["content_filter"]
+    assert chunks[-1].choices[0].delta.content == "Sorry, I can't help with that."
+    assert text.startswith(SAFE[:64])  # stream_first: the checked text went out before the cut
+
+    upstream.reply = SAFE  # not cut: the upstream's ending goes out as it came, last
+    chunks, text = _stream(gw)
+    assert text == SAFE
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_lone_surrogate_is_a_400_naming_the_field_before_any_rail(gateway, upstream, stream):
+    """JSON can carry half of a UTF-16 pair ("\\ud83d", what JavaScript sends for a string cut inside an emoji);
+    no encoding can: it is refused before the rails, never a 500 from the upstream call."""
+    gw = gateway()
+    body = ('{"model": "gpt-test", "stream": %s, "messages": [{"role": "system", "content": "Be brief."}, '
+            '{"role": "user", "content": [{"type": "text", "text": "a cake \\ud83d"}]}]}' % str(stream).lower())
+    with gw.http() as http:
+        response = http.post("/v1/chat/completions", content=body.encode(),
+                             headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages.1.content.0.text" and error["code"] == "invalid_text"
+    assert "surrogate" in error["message"] and "\\ud83d" not in error["message"]
+    assert upstream.requests == [] and gw.audit() == []
+    with gw.http() as http:  # a whole emoji (an escaped pair) is fine
+        whole = http.post("/v1/chat/completions", content=body.replace("\\ud83d", "\\ud83d\\ude00").encode(),
+                          headers={"content-type": "application/json"})
+    assert whole.status_code == 200 and len(upstream.requests) == 1

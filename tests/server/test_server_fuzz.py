@@ -3,14 +3,21 @@
 The server runs on a loopback socket in front of the fake upstream, with a key,
 so generated requests get past the key check to the rails (and valid ones on to
 the upstream). Each operation gets requests that fit its schema and requests
-that break it.
+that break it; a request that fits the published schema is never refused as
+malformed (the schema says what is accepted). Requests that fit, with a lone
+UTF-16 surrogate put into one of their strings (what JSON can carry and no
+encoding can), are refused with 400 naming that string.
 """
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from server_helpers import policy
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
@@ -56,8 +63,57 @@ def test_no_input_gets_a_server_error(api, method, path, mode):
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def fuzz(case):
-        case.call_and_validate(base_url=url, headers={"authorization": f"Bearer {KEY}"},
-                               checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
-                               timeout=30)
+        response = case.call_and_validate(
+            base_url=url, headers={"authorization": f"Bearer {KEY}"},
+            checks=[not_a_server_error, status_code_conformance, response_schema_conformance], timeout=30)
+        if mode is GenerationMode.POSITIVE:  # what the schema accepts, the server does not refuse as malformed
+            assert response.status_code != 400, (case.body, response.text)
+
+    fuzz()
+
+
+def _strings(value, path: str = ""):
+    """(path, container, key) of every string value in a JSON body, the path as the server names it."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(child, str):
+                yield where, value, key
+            else:
+                yield from _strings(child, where)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            where = f"{path}.{i}" if path else str(i)
+            if isinstance(child, str):
+                yield where, value, i
+            else:
+                yield from _strings(child, where)
+
+
+SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d", "\ude00"])
+POSTS = [p for m, p in OPERATIONS if m == "POST"]
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_a_lone_surrogate_anywhere_is_a_400_naming_its_field(api, path):
+    schema, url = api
+    operation = schema[path]["POST"]
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE), data=st.data())
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(case, data):
+        body = case.body
+        strings = list(_strings(body))
+        assume(strings)
+        where, container, key = data.draw(st.sampled_from(strings))
+        text = container[key]
+        at = data.draw(st.integers(0, len(text)))
+        container[key] = text[:at] + data.draw(SURROGATES) + text[at:]
+        sent = json.dumps(body)  # ensure_ascii: the surrogate goes as an escape, as JavaScript sends it
+        response = httpx.post(f"{url}{path}", content=sent.encode(), timeout=30,
+                              headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+        assert response.status_code == 400, (sent, response.text)
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == (where, "invalid_text"), sent
 
     fuzz()

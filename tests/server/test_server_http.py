@@ -87,7 +87,7 @@ def test_keys_come_from_the_environment_and_a_file(tmp_path, monkeypatch):
     (b'{"model": "gpt-test", "messages": "hello"}', "messages"),
     (b'{"model": "gpt-test", "messages": []}', "messages"),
     (b'{"model": "gpt-test", "messages": [{"role": "wizard", "content": "hi"}]}', "messages.0.role"),
-    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": 42}]}', "messages.0.content.str"),
+    (b'{"model": "gpt-test", "messages": [{"role": "user", "content": 42}]}', "messages.0.content"),
     (b'{"model": 7, "messages": [{"role": "user", "content": "hi"}]}', "model"),
     (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "stream": "often"}', "stream"),
 ])
@@ -222,38 +222,53 @@ LONG = " ".join(["hello how do i make the bread cake"] * 2500)  # ~20k tokens: ~
 CHAT = LONG + " please"
 
 
-async def _flood(gw, n: int = 40) -> list[httpx.Response]:
-    """n concurrent requests, chat completions and moderations, each a long text to score."""
+async def _flood(gw, n: int = 40) -> tuple[list[httpx.Response], list[httpx.Response]]:
+    """n concurrent requests, chat completions and moderations, each a long text to score: (chats, moderations)."""
     import asyncio
 
     async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
         await http.post("/v1/moderations", json={"input": "bread"})  # one measurement: the batcher's estimate
         chat = {"model": "gpt-test", "messages": [{"role": "user", "content": CHAT}]}
-        return await asyncio.gather(*(
+        responses = await asyncio.gather(*(
             http.post("/v1/chat/completions", json=chat) if i % 2 else http.post("/v1/moderations", json={"input": LONG})
             for i in range(n)))
+    return responses[1::2], responses[0::2]
+
+
+def _at_the_door(response: httpx.Response) -> bool:
+    return "refused before reading the request" in response.json()["error"]["message"]
 
 
 async def test_overload_is_429_with_retry_after_and_never_reaches_the_upstream(gateway, upstream):
     gw = gateway("timeout_s: 0.1\nexecution: {max_tokens: null}")
-    responses = await _flood(gw)
+    chats, moderations = await _flood(gw)
+    responses = chats + moderations
     refused = [r for r in responses if r.status_code == 429]
+    seen = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
     assert refused, "no request was refused: the flood did not overload the guard"
-    assert {r.status_code for r in responses} <= {200, 429}
+    assert {r.status_code for r in chats} <= {200, 429}, seen
+    assert {r.status_code for r in moderations} <= {200, 429, 503}, seen  # 503: a check timed out, no verdict
+    assert all(r.json()["error"]["code"] == "no_verdict" for r in moderations if r.status_code == 503)
     for r in refused:  # whole seconds, from the refusal's own estimate
         assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["code"] == "overloaded"
     records = gw.audit()
-    assert sum(r["error_type"] == "ScorerOverloaded" for r in records) >= len(refused)
+    # a refusal after the body was read is audited; one at the door (nothing read, nothing judged) is not
+    assert sum(r["error_type"] == "ScorerOverloaded" for r in records) >= sum(not _at_the_door(r) for r in refused)
     chat_inputs = [r for r in records if r["rail"] == "input" and r["prompt"] == CHAT]
-    assert any(r["error_type"] == "ScorerOverloaded" for r in chat_inputs)
     # only the prompts the input rail allowed went upstream: none refused (or failed) did
     assert len(upstream.requests) == sum(r["action"] == "allow" for r in chat_inputs)
+    # and each that went upstream was judged: never a 429 after the LLM call was paid for
+    judged = {r["request_id"] for r in records if r["rail"] == "output"}
+    assert len(judged) == len(upstream.requests), (len(judged), len(upstream.requests), seen)
+    assert all(r.status_code == 200 for r in chats if r.headers["x-request-id"] in judged), seen
 
 
 async def test_on_overload_allow_passes_requests_on_unscored(gateway, upstream):
     gw = gateway("timeout_s: 0.1\non_overload: allow\nexecution: {max_tokens: null}")
-    responses = await _flood(gw)
-    assert all(r.status_code == 200 for r in responses)
+    chats, moderations = await _flood(gw)
+    assert all(r.status_code == 200 for r in chats)  # passed on unscored (or judged), as the policy says
+    # a moderation reports a verdict: one that reached none is an error whatever on_overload says
+    assert {r.status_code for r in moderations} <= {200, 429, 503}
     passed = [r for r in gw.audit() if r["error_type"] == "ScorerOverloaded"]
     assert passed and all(r["action"] == "allow" for r in passed)
 
@@ -274,3 +289,112 @@ def test_retry_after_is_the_refusals_estimate_else_the_timeout(retry_after_s, he
     with pytest.raises(ApiError) as err:
         refuse_if_overloaded(_Guard(), refused, Metrics(), "/v1/moderations")  # type: ignore[arg-type]
     assert err.value.status_code == 429 and err.value.headers["retry-after"] == header
+
+
+# -- every answer: x-request-id ----------------------------------------------------------------------
+
+def test_every_answer_has_an_x_request_id(gateway, upstream):
+    gw = gateway(keys={KEY_A: "default"})
+    auth = {"authorization": f"Bearer {KEY_A}"}
+    with gw.http() as http:
+        answers = [http.get("/healthz"), http.get("/readyz"), http.get("/metrics"), http.get("/openapi.json"),
+                   http.get("/docs"), http.get("/v1/guard/model", headers=auth), http.get("/v1/engines"),
+                   http.post("/v1/moderations", json={"input": "bread"}),                      # 401
+                   http.post("/v1/moderations", json={"input": 3}, headers=auth),              # 400
+                   http.post("/v1/guard/score", json={"exchanges": [{"prompt": "x"}]}, headers=auth),
+                   http.post("/v1/guard/check", json={"prompt": "bread"}, headers=auth)]
+        moderation = http.post("/v1/moderations", json={"input": ["bread", "a bomb"]}, headers=auth)
+    ids = [r.headers.get("x-request-id") for r in [*answers, moderation]]
+    assert all(i and len(i) == 32 for i in ids) and len(set(ids)) == len(ids), ids
+    assert [r.headers.get_list("x-request-id") for r in answers] == [[i] for i in ids[:-1]]  # one each
+    records = [r for r in gw.audit() if r["prompt"] in ("bread", "a bomb") and r["rail"] == "input"]
+    assert {r["request_id"] for r in records[-2:]} == {moderation.headers["x-request-id"]}  # the audit's id
+    reply = gw.client(KEY_A).chat.completions.with_raw_response.create(model="gpt-test", messages=user("bread"))
+    assert {r["request_id"] for r in gw.audit()[-2:]} == {reply.headers["x-request-id"]}
+
+
+# -- the reference works offline -------------------------------------------------------------------
+
+def test_docs_are_one_page_that_loads_nothing_from_elsewhere(gateway):
+    import re
+
+    gw = gateway()
+    with gw.http() as http:
+        docs, redoc, schema = http.get("/docs"), http.get("/redoc"), http.get("/openapi.json")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", docs.text, re.I)  # no CDN, nothing remote
+    assert "<script" not in docs.text.lower() and "@import" not in docs.text
+    for path in schema.json()["paths"]:
+        assert path in docs.text
+    assert "ModerationRequest" in docs.text and "/openapi.json" in docs.text
+    assert redoc.status_code == 404  # FastAPI's CDN page is off
+
+
+# -- errors that say what the limit is ----------------------------------------------------------------
+
+def test_list_size_errors_name_the_limit(gateway):
+    gw = gateway()
+    with gw.http() as http:
+        texts = http.post("/v1/moderations", json={"input": ["bread"] * 257})
+        parts = http.post("/v1/moderations", json={"input": [{"type": "text", "text": "bread"}] * 257})
+        score = http.post("/v1/guard/score", json={"exchanges": [{"prompt": "bread"}] * 257})
+        empty = http.post("/v1/moderations", json={"input": []})
+    for response, param in [(texts, "input"), (parts, "input"), (score, "exchanges")]:
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["param"] == param
+        assert error["message"] == f"{param}: at most 256 items in one request (the server's limit), not 257"
+    assert empty.json()["error"]["message"] == "input: at least 1 item, not 0"
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/moderations", '{"input": "bread \\udc00"}', "input"),
+    ("/v1/moderations", '{"input": ["bread", "cake \\udc00"]}', "input.1"),
+    ("/v1/moderations", '{"input": [{"type": "text", "text": "\\ud800x"}]}', "input.0.text"),
+    ("/v1/guard/check", '{"prompt": "bread", "response": "\\udfff"}', "response"),
+    ("/v1/guard/check", '{"prompt": [{"role": "user", "content": "\\udc00", "name": "x"}]}', "prompt.0.content"),
+    ("/v1/guard/score", '{"exchanges": [{"prompt": "a", "context": [["user", "\\ud83d"]]}]}',
+     "exchanges.0.context.0.1"),
+    ("/v1/chat/completions", '{"model": "gpt-\\udc00", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("/v1/chat/completions", '{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+                             '"metadata": {"app": "\\udc00"}}', "metadata.app"),
+])
+def test_lone_surrogates_are_400_naming_the_field_on_every_endpoint(gateway, upstream, path, body, param):
+    gw = gateway()
+    with gw.http() as http:
+        response = http.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_text") and "surrogate" in error["message"]
+    assert gw.audit() == [] and upstream.requests == []
+
+
+def test_the_published_schema_refuses_what_the_server_refuses(gateway, upstream):
+    """stream with n > 1, and the output rail without a response: refused by the schema, not only by the server."""
+    import jsonschema_rs  # schemathesis's own validator (in the test extra)
+
+    gw = gateway()
+    with gw.http() as http:
+        schema = http.get("/openapi.json").json()
+
+        def valid(name: str, body: dict) -> bool:
+            validator = jsonschema_rs.Draft202012Validator(
+                {"$ref": f"#/components/schemas/{name}", "components": schema["components"]})
+            return validator.is_valid(body)
+
+        for name, path, body, ok in [
+            ("ChatCompletionRequest", "/v1/chat/completions",
+             {"model": "gpt-test", "messages": user("bread"), "stream": True, "n": 2}, False),
+            ("ChatCompletionRequest", "/v1/chat/completions",
+             {"model": "gpt-test", "messages": user("bread"), "stream": False, "n": 2}, True),
+            ("ChatCompletionRequest", "/v1/chat/completions",
+             {"model": "gpt-test", "messages": user("bread"), "stream": True, "n": 1}, True),
+            ("CheckRequest", "/v1/guard/check", {"prompt": "bread", "rail": "output"}, False),
+            ("CheckRequest", "/v1/guard/check", {"prompt": "bread", "rail": "output", "response": None}, False),
+            ("CheckRequest", "/v1/guard/check", {"prompt": "bread", "rail": "output", "response": "hi"}, True),
+            ("CheckRequest", "/v1/guard/check", {"prompt": "bread", "rail": "input"}, True),
+        ]:
+            assert valid(name, body) == ok, body
+            response = http.post(path, json=body)
+            assert (response.status_code == 200) == ok, (body, response.text)
+            if not ok:
+                assert response.status_code == 400 and response.json()["error"]["param"] in ("n", "response")

@@ -11,7 +11,16 @@ A streamed answer goes through the core's streaming rail: the upstream's
 chunks flow on as the policy's ``streaming.mode`` allows, and a stream cut at
 an unsafe chunk ends with one chunk holding the policy's message and
 ``finish_reason: "content_filter"``, then ``data: [DONE]``, as OpenAI's clients
-expect. The upstream's stream is closed at the cut.
+expect. The upstream's stream is closed at the cut. A chunk of the upstream
+that carries a ``finish_reason`` (and any after it, such as usage) is held back
+until the output rail has decided, so that under ``streaming.mode:
+stream_first`` too the client's first finish reason is ``content_filter`` where
+the stream was cut, never the upstream's ``stop``.
+
+Capacity: the input rail is admitted together with a reservation for the
+answer's output check (``admission``), held while the upstream works; the
+answer then waits for room rather than be refused, so a request the upstream
+answered is always judged and never gets a 429 after the LLM call.
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -43,15 +51,15 @@ _REPLACED = (Action.BLOCK, Action.REWRITE)
 
 
 async def chat_completions(guard: ServerGuard, upstream: Upstream, metrics: Metrics,
-                           body: ChatCompletionRequest, client_authorization: str | None) -> Response:
+                           body: ChatCompletionRequest, client_authorization: str | None,
+                           request_id: str) -> Response:
     payload = body.model_dump(exclude_unset=True)  # what the client sent, every unknown field kept
     messages = payload["messages"]
-    stream = bool(payload.get("stream"))
-    if stream and (payload.get("n") or 1) > 1:
-        raise ApiError(400, "n > 1 cannot be streamed through the guard: each answer is judged as one stream",
-                       param="n")
-    request_id = uuid.uuid4().hex
-    verdict = await guard.check_input(messages, request_id=request_id)
+    stream = bool(payload.get("stream"))  # n > 1 with stream: true is refused by the schema (400)
+    # both rails sized before anything runs: a prompt too long for timeout_s is a 413, the upstream never called
+    planned = guard.plan_check("input", messages, param="messages")
+    reserve = guard.reservation(messages, payload)
+    verdict = await guard.checked(planned, request_id=request_id, reserve=reserve)
     refuse_if_overloaded(guard, verdict, metrics, "/v1/chat/completions")
     if verdict.blocked:
         text = _blocked_text(guard, verdict, "messages")
@@ -59,7 +67,7 @@ async def chat_completions(guard: ServerGuard, upstream: Upstream, metrics: Metr
             return _sse([_chunk(request_id, body.model, text, role=True, finish="content_filter")], request_id)
         return JSONResponse(_completion(request_id, body.model, text), headers={"x-request-id": request_id})
     payload["messages"] = guard.apply_input(messages, verdict)
-    call = _Call(guard, upstream, metrics, messages, request_id, client_authorization)
+    call = _Call(guard, upstream, metrics, messages, request_id, client_authorization, reserve)
     return await (call.stream(payload) if stream else call.complete(payload))
 
 
@@ -75,16 +83,18 @@ class _Call:
     """One request's trip to the upstream and back through the output rail."""
 
     def __init__(self, guard: ServerGuard, upstream: Upstream, metrics: Metrics, messages: list,
-                 request_id: str, client_authorization: str | None) -> None:
+                 request_id: str, client_authorization: str | None, reserve: float = 0.0) -> None:
         self.guard, self.upstream, self.metrics = guard, upstream, metrics
         self.messages = messages  # as the user sent them: every answer is judged against these
         self.request_id = request_id
         self.client_authorization = client_authorization
+        self.reserve = reserve  # the answers' output checks, reserved while the upstream works
         self.start = time.perf_counter()
 
     async def complete(self, payload: dict[str, Any]) -> Response:
         try:
-            response = await self._timed(self.upstream.complete(payload, self.client_authorization))
+            with self.guard.reserving(self.reserve):
+                response = await self._timed(self.upstream.complete(payload, self.client_authorization))
         except UpstreamFailure as failure:
             return self._failed(failure)
         if response.status_code >= 400:  # the upstream's own answer (unknown model, bad option): as it came
@@ -92,13 +102,13 @@ class _Call:
         try:
             data = response.json()
             choices = data["choices"]
-            decisions = await asyncio.gather(*(self.guard.check_output(self.messages, c["message"],
-                                                                       request_id=self.request_id)
-                                               for c in choices))
+            # an answer that was paid for waits for room rather than be refused: never a 429 from here on
+            planned = [self.guard.plan_answer(self.messages, c["message"]) for c in choices]
         except (ValueError, KeyError, TypeError, AttributeError):
             return self._failed(UpstreamFailure(502, "invalid", "sent a completion that is not OpenAI's schema"))
+        decisions = await asyncio.gather(*(self.guard.checked_answer(p, request_id=self.request_id)
+                                           for p in planned))
         for choice, decision in zip(choices, decisions):
-            refuse_if_overloaded(self.guard, decision, self.metrics, "/v1/chat/completions")
             if decision.action in _REPLACED or decision.action is Action.REDACT:
                 try:
                     choice["message"] = self.guard.apply_output(choice["message"], decision)
@@ -111,7 +121,8 @@ class _Call:
 
     async def stream(self, payload: dict[str, Any]) -> Response:
         try:
-            response = await self._timed(self.upstream.open_stream(payload, self.client_authorization))
+            with self.guard.reserving(self.reserve):  # the stream's checks begin as it arrives
+                response = await self._timed(self.upstream.open_stream(payload, self.client_authorization))
         except UpstreamFailure as failure:
             return self._failed(failure)
         if response.status_code >= 400:
@@ -121,14 +132,28 @@ class _Call:
                                  headers={"x-request-id": self.request_id}, background=BackgroundTask(response.aclose))
 
     async def _events(self, guarded: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-        """The guarded stream as server-sent events; failures midway end it with an error event."""
+        """The guarded stream as server-sent events; failures midway end it with an error event.
+
+        The upstream's chunk with a ``finish_reason``, and what follows it, are
+        held until the rail has decided: on a cut they are dropped and the cut's
+        chunk is the first to finish; otherwise they go out as they came.
+        """
         streams = self.guard.streams
         streams[self.request_id] = None
+        held: list[dict[str, Any]] = []
         try:
             async with aclosing(guarded) as pieces:
                 async for piece in pieces:
-                    # A piece that comes after the stream's decision is the one that ends a cut stream.
-                    yield _data(_render(piece, cut=streams.get(self.request_id) is not None))
+                    if streams.get(self.request_id) is not None:
+                        # A piece that comes after the stream's decision is the one that ends a cut stream.
+                        held.clear()
+                        yield _data(_render(piece, cut=True))
+                    elif held or _finishes(piece["chunk"]):
+                        held.append(piece)
+                    else:
+                        yield _data(_render(piece, cut=False))
+            for piece in held:  # not cut: the upstream's ending, as it came
+                yield _data(_render(piece, cut=False))
         except GuardBlocked as exc:  # the policy says raise: the cut becomes an error event
             yield _data(error_body(f"the answer was blocked by the guard's policy ({exc})",
                                    "invalid_request_error", "content_filter"))
@@ -168,6 +193,11 @@ def _passed_on(response: Any) -> Response:
 # -- stream pieces ---------------------------------------------------------------------------------
 # The streaming rail reads a chunk's text through the core's text_of (a dict's "content") and replaces
 # it through with_text; a piece is a dict it can read, carrying the upstream's chunk along unchanged.
+
+def _finishes(chunk: Mapping[str, Any]) -> bool:
+    """Whether an upstream chunk ends an answer (a choice with a finish_reason)."""
+    return any(isinstance(c, Mapping) and c.get("finish_reason") for c in chunk.get("choices") or ())
+
 
 def _piece_text(chunk: Mapping[str, Any]) -> str:
     """The text a chunk adds: its content, and its tool calls' names and argument fragments (judged too)."""

@@ -1,17 +1,65 @@
-"""The body-size limit: a request over it is refused with 413 and OpenAI's error body, unread.
+"""Limits on request bodies: their size (413) and the time they take to arrive (408), with OpenAI's error body.
 
-A declared ``Content-Length`` over the limit is refused before any of the body
-is read; a chunked body is counted as it arrives and refused once it passes
-the limit (the route never sees it).
+A declared ``Content-Length`` over the size limit is refused before any of the
+body is read; a chunked body is counted as it arrives and refused once it
+passes the limit (the route never sees it).
+
+A body must arrive whole within ``timeout_s`` of its request's headers: a
+client that declares a body and sends it slowly, or never, gets 408 and its
+connection is closed, instead of holding it open with no answer (uvicorn's own
+timeouts cover idle keep-alive connections, not a body that stops arriving).
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beaverguard.server.errors import ApiError
 
-__all__ = ["BodyLimit"]
+__all__ = ["BodyLimit", "BodyTimeout"]
+
+
+class BodyTimeout:
+    """ASGI middleware: a request body not received whole within ``timeout_s`` of the request is answered 408.
+
+    Only reading the body is timed: once its last part is in, ``receive`` is the
+    app's own again (a streamed answer waits on it for the client to go away).
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        has_body = headers.get(b"content-length", b"0").strip() not in (b"0", b"") or b"transfer-encoding" in headers
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.timeout_s
+        done = False
+
+        async def timed() -> Message:
+            nonlocal done
+            if done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise ApiError(408, f"the request body did not arrive whole within {self.timeout_s:g} s "
+                                    "(the server's body timeout)", code="request_timeout",
+                               headers={"connection": "close"}) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        await self.app(scope, timed, send)
 
 
 class BodyLimit:
