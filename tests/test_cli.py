@@ -17,7 +17,7 @@ from beaverguard.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = Policy().blocked_message
-DECISION_FIELDS = {"rail", "channel", "action", "flagged", "categories", "text", "error", "latency_ms", "scores"}
+DECISION_FIELDS = {"rail", "channel", "language", "unverified", "action", "flagged", "categories", "text", "error", "latency_ms", "scores"}
 
 
 def run_json(capsys, *argv: str) -> dict:

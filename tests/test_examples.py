@@ -127,7 +127,7 @@ def test_langchain_agent():
     assert "poison" not in out.split("== audit log")[0].split("== 3.")[1]  # neither page nor answer got out
     decisions = [line.split() for line in audit.splitlines()[1:]]
     assert [d for d in decisions if d[-1] != "allow"] == [["thread-2", "before_model", "input", "block"],
-                                                           ["thread-3", "tool", "output", "block"],
+                                                           ["thread-3", "tool", "input", "block"],
                                                            ["thread-4", "model", "output", "block"]]
     # one input and one output decision per model call, on each call's own thread
     assert [(d[0], d[1]) for d in decisions if d[1] != "tool"] == \

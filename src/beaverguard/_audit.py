@@ -69,7 +69,8 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
         "channel": decision.channel,
         "action": decision.action.value,
         "categories": list(decision.categories),
-        "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+        # 6 digits: enough that a replay decides every record as it was decided (4 flipped ~1 in 100,000)
+        "scores": {k: round(v, 6) for k, v in decision.scores.items()},
         "latency_ms": round(decision.latency_ms, 2),
         "error": decision.error,
         "error_type": decision.error_type,
@@ -77,6 +78,9 @@ def record(decision: Decision, policy: AuditPolicy, prompt: str | None, response
     if lineage:
         rec["policy"] = lineage["policy"]
         rec["model"] = lineage["model"]
+    if decision.language is not None:
+        rec["language"] = decision.language
+        rec["unverified"] = decision.unverified
     if decision.shadow is not None:
         rec["shadow"] = dict(decision.shadow)
     if policy.content != "none":

@@ -27,11 +27,13 @@ from beaverguard._batching import Batcher, close_all, plan
 from beaverguard._decision import decide, threshold
 from beaverguard._exceptions import (BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError,
                                      ScorerOverloaded)
+from beaverguard._language import LanguageCheck, Reading
 from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy, RemotePolicy
 from beaverguard._types import CHANNELS, Action, Channel, Decision, Exchange, Rail, Scores
+from beaverguard._views import decoded_text
 from beaverguard._yaml import load_policy
 
 __all__ = ["Guard", "DEFAULT_INPUT_REWRITE", "DEFAULT_OUTPUT_REWRITE"]
@@ -79,17 +81,19 @@ class Guard:
     """
 
     def __init__(self, policy: Policy | str | Path | None = None, *, model: str | Path | None = None,
-                 scorer: Scorer | None = None, watch: bool = False) -> None:
-        # What reload() rebuilds from: the policy file, and the model or scorer given here. These six
+                 scorer: Scorer | None = None, watch: bool = False, shadow: str | Path | None = None) -> None:
+        # What reload() rebuilds from: the policy file, and the model, scorer or shadow policy given here. These
         # attributes (and the count of callers) outlive a reload (its `keep` set); every other one is rebuilt.
         self._policy_path = Path(policy) if isinstance(policy, str | Path) else None
-        self._model_arg, self._scorer_arg = model, scorer
+        self._model_arg, self._scorer_arg, self._shadow_arg = model, scorer, shadow
         self._reload_lock = threading.Lock()
         self._retiring: list[threading.Thread] = []
         self._watch_stop: threading.Event | None = None
         if isinstance(policy, str | Path):
             policy = load_policy(policy)
         self.policy = policy or Policy()
+        if shadow is not None:  # given here (`beaverguard serve --shadow-policy`), it overrides the file's
+            self.policy = self.policy.model_copy(update={"shadow": Path(shadow).resolve()})
         ex = self.policy.execution
         if scorer is None:
             probe = plan(ex, on_gpu=ex.provider == "cuda")
@@ -130,6 +134,11 @@ class Guard:
         self.lineage = {"policy": self.policy.fingerprint(),
                         "model": spec.name if spec is not None else type(self.scorer).__name__}
         self._auditor.lineage = self.lineage
+        langs = self.policy.languages
+        self._language = None
+        if langs.enabled:
+            self._language = LanguageCheck(spec.languages if spec is not None else ("en",), langs.min_chars)
+            self._language.load()
         if watch:
             self.watch()
         _guards.add(self)
@@ -164,15 +173,15 @@ class Guard:
                 old = self.policy
                 same_model = (policy.model, policy.remote, policy.execution) == (old.model, old.remote, old.execution)
                 reuse = self._scorer_arg or (self.scorer if same_model else None)
-                fresh = Guard(policy, model=self._model_arg, scorer=reuse)
+                fresh = Guard(policy, model=self._model_arg, scorer=reuse, shadow=self._shadow_arg)
                 if isinstance(fresh.scorer, _Unavailable):  # a reload never swaps a working model for none
                     fresh.close()
                     raise ModelError(fresh.scorer.reason)
             except BeaverguardError as exc:
                 logger.error("beaverguard: policy reload failed; keeping the current policy: %s", exc)
                 raise
-            keep = {"_policy_path", "_model_arg", "_scorer_arg", "_reload_lock", "_retiring", "_watch_stop",
-                    "_callers"}
+            keep = {"_policy_path", "_model_arg", "_scorer_arg", "_shadow_arg", "_reload_lock", "_retiring",
+                    "_watch_stop", "_callers"}
             batcher, auditor = self._batcher, self._auditor
             kept = self.scorer is reuse
             done_with = self.scorer if self._owns_scorer and not kept else None  # closed once its batcher retires
@@ -234,35 +243,54 @@ class Guard:
         _check_channel(channel)
         exchange = self.exchange("input", prompt)
         start = time.perf_counter()
-        scores, error = await self._ascore("input", exchange)
-        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel)
+        scores, error, reading = await self._ascore("input", exchange)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel,
+                              reading=reading)
 
     async def check_output(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
         """Judge a response together with its prompt and the turns before it (BeaverTails QA moderation)."""
         exchange = self.exchange("output", prompt, response)
         start = time.perf_counter()
-        scores, error = await self._ascore("output", exchange)
-        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id)
+        scores, error, reading = await self._ascore("output", exchange)
+        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id,
+                              reading=reading)
 
     def check_input_sync(self, prompt: Any, *, channel: Channel = "user", request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_input`, for code without an event loop."""
         _check_channel(channel)
         exchange = self.exchange("input", prompt)
         start = time.perf_counter()
+        reading = self.read("input", exchange)
         scores, error = self._score_sync("input", exchange)
-        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel)
+        return self._conclude("input", exchange.prompt, None, scores, error, start, request_id, channel=channel,
+                              reading=reading)
 
     def check_output_sync(self, prompt: Any, response: Any, *, request_id: str | None = None) -> Decision:
         """Sync twin of :meth:`check_output`."""
         exchange = self.exchange("output", prompt, response)
         start = time.perf_counter()
+        reading = self.read("output", exchange)
         scores, error = self._score_sync("output", exchange)
-        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id)
+        return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id,
+                              reading=reading)
 
     def exchange(self, rail: Rail, prompt: Any, response: Any = None) -> Exchange:
         """What a rail scores: the last user message, its earlier turns (up to ``context_turns``), the reply."""
         context, text = conversation_of(prompt, self.policy.rail(rail).context_turns)
         return Exchange(text, None if rail == "input" else text_of(response), context)
+
+    def read(self, rail: Rail, exchange: Exchange) -> Reading | None:
+        """The language of what ``rail`` judges of ``exchange`` (None when the policy turns identification off).
+
+        Every text counts: the prompt, its earlier turns, the response, and what their base64,
+        hex and URL-encoded parts decode to.
+        """
+        if self._language is None or not self.policy.rail(rail).enabled:
+            return None
+        texts = [exchange.prompt, *(t for _, t in exchange.context)]
+        if exchange.response is not None:
+            texts.append(exchange.response)
+        return self._language.read([*texts, *(d for t in texts for d in decoded_text(t))])
 
     def score_many(self, exchanges: list[Exchange], *, progress: Callable[[int], None] | None = None,
                    chunk: int = 256) -> list[Scores]:
@@ -370,11 +398,12 @@ class Guard:
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _ascore(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
+    async def _ascore(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None, Reading | None]:
         if not self.policy.rail(rail).enabled:
-            return {}, None
+            return {}, None, None
         (future,) = self._batcher.submit([exchange])  # an overload or a closed guard: a future that has failed
-        return await self._await(future)
+        reading = self.read(rail, exchange)  # while the workers score
+        return (*await self._await(future), reading)
 
     def _score_sync(self, rail: Rail, exchange: Exchange) -> tuple[Scores, str | None]:
         if not self.policy.rail(rail).enabled:
@@ -425,7 +454,7 @@ class Guard:
 
     def _conclude(self, rail: Rail, prompt: str, response: str | None, scores: Scores, error: str | None,
                   start: float, request_id: str | None, extra: Mapping[str, object] | None = None,
-                  channel: Channel = "user") -> Decision:
+                  channel: Channel = "user", reading: Reading | None = None) -> Decision:
         rules = self.policy.rail(rail)
         error_type = None if error is None else _error_type(error)
         if error is not None:
@@ -437,12 +466,20 @@ class Guard:
             categories: tuple[str, ...] = ()
         else:
             action, categories = decide(scores, rules, self._defaults[rail], channel)
+        unverified = reading is not None and reading.unverified
+        if unverified:
+            language_action = self.policy.languages.action(rail)
+            if language_action.severity > action.severity:
+                action = language_action
+            logger.info("beaverguard %s rail: text mostly in %s, which the model does not read (unverified); %s",
+                        rail, reading.language, action.value)
         original = prompt if rail == "input" else response or ""
         if action is Action.BLOCK:
             text = self.policy.blocked_message
         elif action is Action.REWRITE:
             template = rules.rewrite or (DEFAULT_INPUT_REWRITE if rail == "input" else DEFAULT_OUTPUT_REWRITE)
-            text = template.format(prompt=prompt, categories=_display(categories))
+            what = _display(categories) if categories or not unverified else f"text the guard cannot read ({reading.language})"
+            text = template.format(prompt=prompt, categories=what)
         elif action is Action.REDACT:
             text = self._redact(original)
         else:
@@ -450,12 +487,15 @@ class Guard:
         shadow = None
         if self.shadow is not None and error is None:
             s_action, s_fired = decide(scores, self.shadow.rail(rail), self._defaults[rail], channel)
+            if unverified and self.shadow.languages.enabled:
+                s_action = max(s_action, self.shadow.languages.action(rail), key=lambda a: a.severity)
             shadow = {"policy": self.shadow.fingerprint(), "action": s_action.value, "categories": list(s_fired)}
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},
                             error_type=error_type, retry_after_s=getattr(error, "retry_after_s", None),
-                            channel=channel, shadow=shadow)
+                            channel=channel, shadow=shadow, language=reading.language if reading else None,
+                            unverified=unverified)
         self._auditor.emit(decision, prompt, response)
         return decision
 

@@ -74,6 +74,9 @@ class ModelSpec:
     #: How earlier conversation turns are laid out (role markers, separator); None: the model
     #: was not trained on conversations, and sees earlier turns as plain text before the prompt.
     conversation: Mapping[str, object] | None = None
+    #: The languages the model reads (ISO 639-1); text mostly in others is marked unverified.
+    #: A model directory that does not say reads English, as every model before the key did.
+    languages: tuple[str, ...] = ("en",)
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> ModelSpec:
@@ -89,7 +92,7 @@ class ModelSpec:
             spec = cls(path, raw["name"], tuple(raw["labels"]), int(raw["max_length"]),
                        {rail: dict(raw["thresholds"][rail]) for rail in ("input", "output")},
                        dict(raw.get("sha256", {})), bool(raw.get("batch_invariant", True)),
-                       raw.get("conversation"))
+                       raw.get("conversation"), tuple(raw.get("languages", ("en",))))
             if spec.conversation is not None:
                 Conversation(**spec.conversation)  # a malformed layout fails here, not at the first request
         except (ValueError, KeyError, TypeError) as exc:

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from beaverguard._categories import INJECTION, UNSAFE
 from beaverguard._types import Action, Channel
 
-__all__ = ["Policy", "RailPolicy", "Rule", "InjectionRules", "AuditPolicy", "ExecutionPolicy", "StreamingPolicy", "PluginSpec"]
+__all__ = ["Policy", "RailPolicy", "Rule", "InjectionRules", "LanguagesPolicy", "AuditPolicy", "ExecutionPolicy", "StreamingPolicy", "PluginSpec"]
 
 
 class _Strict(BaseModel):
@@ -183,6 +183,26 @@ class PluginSpec(_Strict):
         return self._plugin
 
 
+class LanguagesPolicy(_Strict):
+    """Text mostly in a language the model does not read (its ``beaverguard.json``: ``languages``).
+
+    The model cannot judge it, so such a decision is marked ``unverified`` whatever happens; the
+    action here applies on top of what the scores decided (the stricter wins).
+    """
+
+    enabled: bool = Field(True, description="Identify the language of every text a rail judges.")
+    input: Literal["allow", "log", "rewrite", "block"] = Field(
+        "log", description="What the input rail does with a prompt (and earlier turns) it cannot read.")
+    output: Literal["allow", "log", "rewrite", "block"] = Field(
+        "log", description="What the output rail does with an exchange it cannot read.")
+    min_chars: int = Field(24, ge=1, description=(
+        "Fewer letters than this in a text and it counts as readable: identification is not trusted on "
+        "names, short replies and single words."))
+
+    def action(self, rail: str) -> Action:
+        return Action(self.input if rail == "input" else self.output)
+
+
 class RemotePolicy(_Strict):
     """A shared scoring tier (``beaverguard serve`` or its Ray Serve deployment) that scores instead of a local model.
 
@@ -224,6 +244,8 @@ class Policy(_Strict):
         "with the same model (or tier); a relative path is relative to this file."))
     execution: ExecutionPolicy = Field(default_factory=ExecutionPolicy, description="Scoring execution.")
     streaming: StreamingPolicy = Field(default_factory=StreamingPolicy, description="Streaming output rail.")
+    languages: LanguagesPolicy = Field(default_factory=LanguagesPolicy, description=(
+        "Text in languages the model does not read."))
 
     @field_validator("output", mode="before")
     @classmethod
@@ -257,5 +279,8 @@ class Policy(_Strict):
         import hashlib
         import json
 
-        data = self.model_dump(mode="json", exclude={"audit", "shadow"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        data = self.model_dump(exclude={"audit", "shadow"})
+        # A plugin setting may be an object (a meter, a client): its type stands in for it, stable across runs.
+        text = json.dumps(data, sort_keys=True, default=lambda o: str(o) if isinstance(o, Path) else
+                          f"<{type(o).__module__}.{type(o).__qualname__}>")
+        return hashlib.sha256(text.encode()).hexdigest()[:12]

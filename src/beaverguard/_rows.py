@@ -1,4 +1,5 @@
-"""What ``beaverguard score`` adds to each row: its scores, ``unsafe``, and ``flagged`` and ``categories`` under the policy.
+"""What ``beaverguard score`` adds to each row: its scores, ``unsafe``, and ``flagged`` and ``categories`` under the
+policy, and the ``language`` of its text with ``unverified`` (the model does not read it).
 
 One function, so that the local engine and the Ray engine (``beaverguard.ray``)
 cannot drift apart: the same row scored by either gives the same fields and values.
@@ -18,7 +19,11 @@ ROUND = 6
 
 
 class _Judge(Protocol):
+    policy: Any
+
     def judge(self, rail: Rail, scores: Scores, channel: Channel = "user") -> tuple[Action, tuple[str, ...]]: ...
+
+    def read(self, rail: Rail, exchange: Exchange) -> Any: ...
 
 
 def exchange_of(row: Mapping[str, Any]) -> Exchange:
@@ -37,8 +42,15 @@ def channel_of(row: Mapping[str, Any], where: str = "row") -> Channel:
 def scored_fields(guard: _Judge, exchange: Exchange, scores: Scores, channel: Channel = "user") -> dict[str, Any]:
     """``scores`` (every label but unsafe), ``unsafe``, ``flagged`` (the policy's action is not allow) and
     ``categories`` (what fired), the row decided as its ``channel`` is."""
-    action, fired = guard.judge("input" if exchange.response is None else "output", scores, channel)
-    return {"scores": {k: round(v, ROUND) for k, v in scores.items() if k != "unsafe"},
-            "unsafe": round(scores["unsafe"], ROUND),
-            "flagged": action is not Action.ALLOW,
-            "categories": list(fired)}
+    rail: Rail = "input" if exchange.response is None else "output"
+    action, fired = guard.judge(rail, scores, channel)
+    fields = {"scores": {k: round(v, ROUND) for k, v in scores.items() if k != "unsafe"},
+              "unsafe": round(scores["unsafe"], ROUND),
+              "flagged": action is not Action.ALLOW,
+              "categories": list(fired)}
+    reading = guard.read(rail, exchange)  # None where the policy turns identification off
+    fields["language"] = reading.language if reading else None
+    fields["unverified"] = bool(reading and reading.unverified)
+    if fields["unverified"] and guard.policy.languages.action(rail) is not Action.ALLOW:
+        fields["flagged"] = True
+    return fields

@@ -163,9 +163,11 @@ class StreamCheck:
         action, scores = self._worst
         extra = {"stream": {"mode": self.settings.mode, "checks": self.checks, "chars": self.length,
                             "released": self.released, "stopped_at": self.stopped_at, "abandoned": abandoned}}
-        self.decision = self.guard._conclude("output", self.prompt, "".join(self._parts),
+        text = "".join(self._parts)
+        reading = self.guard.read("output", Exchange(self.prompt, text, self._exchange.context))
+        self.decision = self.guard._conclude("output", self.prompt, text,
                                              scores if action is not Action.ALLOW else self.peak,
-                                             self.error, self.start, self.request_id, extra)
+                                             self.error, self.start, self.request_id, extra, reading=reading)
         return self.decision
 
     def stop_chunk(self, like: Any) -> Any:

@@ -77,6 +77,17 @@ class Decision:
     #: The shadow policy's decision on the same scores (``action``, ``categories``, ``policy``), never
     #: enforced; None without a shadow policy or when scoring failed.
     shadow: Mapping[str, object] | None = None
+    #: The language most of the judged text is in (ISO 639-1); None when there was too little text.
+    language: str | None = None
+    #: True when most of the text is in a language the model does not read: the scores do not vouch for it.
+    unverified: bool = False
+
+    def summary(self) -> dict[str, object]:
+        """The decision as ``beaverguard check`` prints it and ``POST /v1/guard/check`` answers it."""
+        return {"rail": self.rail, "channel": self.channel, "action": self.action.value, "flagged": self.flagged,
+                "categories": list(self.categories), "text": self.text, "error": self.error,
+                "latency_ms": round(self.latency_ms, 1), "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                "language": self.language, "unverified": self.unverified}
 
     @property
     def blocked(self) -> bool:

@@ -37,7 +37,7 @@ from urllib.parse import unquote_plus
 from beaverguard._normalize import normalize
 from beaverguard._words import load as load_words
 
-__all__ = ["MAX_VIEWS", "decoded", "load", "views"]
+__all__ = ["MAX_VIEWS", "decoded", "decoded_text", "load", "views"]
 
 MAX_VIEWS = 10         # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
@@ -209,6 +209,12 @@ def decoded(text: str) -> list[str]:
             if depth < 2 and in_place != source:
                 todo.append((in_place, depth + 1))
     return out
+
+
+def decoded_text(text: str) -> list[str]:
+    """What the base64, hex and URL-encoded spans of ``text`` decode to (language identification reads them:
+    a request in Russian, base64-encoded, is Russian). ROT13 and reversed text are found as English words."""
+    return [plain for decoder in (_base64, _hex, _url) for _, _, plain in decoder(text)]
 
 
 def views(text: str) -> list[str]:

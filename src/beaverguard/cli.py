@@ -21,10 +21,8 @@ def _guard(args: argparse.Namespace):
 
 
 def decision_summary(d) -> dict:
-    """A decision as `beaverguard check` prints it (and `POST /v1/guard/check` answers it)."""
-    return {"rail": d.rail, "channel": d.channel, "action": d.action.value, "flagged": d.flagged, "categories": list(d.categories),
-            "text": d.text, "error": d.error, "latency_ms": round(d.latency_ms, 1),
-            "scores": {k: round(v, 4) for k, v in d.scores.items()}}
+    """A decision as `beaverguard check` prints it (:meth:`Decision.summary`; `POST /v1/guard/check` answers the same)."""
+    return d.summary()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -112,6 +110,18 @@ def cmd_policy_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_diff(args: argparse.Namespace) -> int:
+    from beaverguard.replay import run_policy_diff
+
+    return run_policy_diff(args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from beaverguard.replay import run_replay
+
+    return run_replay(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from beaverguard.training.evaluate import run_eval
 
@@ -177,6 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_policy_validate)
     p = pol.add_parser("docs", help="print the policy reference (Markdown) generated from the schema")
     p.set_defaults(func=cmd_policy_docs)
+    p = pol.add_parser("diff", help="print the keys that differ between two policy files, old -> new")
+    p.add_argument("old", type=Path)
+    p.add_argument("new", type=Path)
+    p.set_defaults(func=cmd_policy_diff)
+
+    p = sub.add_parser("replay", help="decide an audit log again under another policy; report what would change",
+                       description="Re-decide every audit record from its stored scores (no model) under --policy, "
+                                   "and report the changes by rail, action and category.")
+    p.add_argument("audit", type=Path, help="audit JSON Lines file (the policy's audit.path)")
+    p.add_argument("--policy", type=Path, required=True, help="the candidate policy YAML")
+    p.add_argument("--model", type=Path, help="model directory (default: the policy's, else the embedded one)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    p.add_argument("--html", type=Path, help="also write one plot per changed category to this HTML file "
+                                             "(the plot extra: matplotlib)")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the text the records kept (content: full) again with the policy's model; "
+                        "hashed or dropped text is not replayable")
+    p.add_argument("--labels", type=Path, help="JSON Lines of {request_id, is_safe} from reviewers: precision, "
+                                               "recall and FPR before and after, thresholds within --fpr-budget")
+    p.add_argument("--fpr-budget", type=float, default=0.05, help="false-positive budget for --labels (default 0.05)")
+    p.set_defaults(func=cmd_replay)
 
     p = with_guard_options(sub.add_parser("eval", help="precision, recall, F1, FPR and AUPRC on a labelled file"))
     p.add_argument("--data", type=Path, required=True, action="append", help="labelled JSON Lines (repeatable)")

@@ -32,6 +32,7 @@ def test_check_on_both_rails(http, tiny_model):
         ]:
             got = http.post("/v1/guard/check", json=body).json()
             want = decision_summary(expected)
+            assert set(got) == set(want)  # the server's summary is the command line's
             assert {k: got[k] for k in ("rail", "action", "flagged", "categories", "text", "scores")} == \
                    {k: want[k] for k in ("rail", "action", "flagged", "categories", "text", "scores")}
     finally:
@@ -87,3 +88,21 @@ def test_score_with_context_follows_the_conversation_contract(http):
     assert response.status_code == 200
     turns, alone = (r["scores"]["unsafe"] for r in response.json()["results"])
     assert turns > alone  # the earlier turn's "bomb" counts (the tiny model sums its words)
+
+
+def test_the_server_does_not_import_the_command_line():
+    """The server's app stands without `beaverguard.cli` (whose `check` prints the same summary)."""
+    import subprocess
+    import sys
+
+    code = "import sys, beaverguard.server.app; print('beaverguard.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_check_with_the_output_rail_needs_a_response_by_the_schema(http):
+    schema = http.get("/openapi.json").json()["components"]["schemas"]["CheckRequest"]
+    assert schema["if"]["properties"]["rail"] == {"const": "output"} and "response" in schema["then"]["required"]
+    response = http.post("/v1/guard/check", json={"prompt": "bread", "rail": "output", "response": None})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "response"
+    assert http.gateway.audit() == []  # refused at validation: no rail ran

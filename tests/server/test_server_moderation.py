@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
+import openai
 import pytest
 
-from beaverguard.server.moderation import OPENAI_CATEGORIES
+from beaverguard.server.moderation import ALL_OF, OPENAI_CATEGORIES
 
 
 def test_one_input_in_openais_schema(gateway):
@@ -39,8 +43,88 @@ def test_openai_names_follow_the_mapping(gateway):
         [result] = http.post("/v1/moderations", json={"input": "steal the bomb"}).json()["results"]
     cats, scores = result["categories"], result["category_scores"]
     for name, members in OPENAI_CATEGORIES.items():
-        assert cats[name] == any(cats[m] for m in members)
-        assert scores[name] == max((scores[m] for m in members), default=0.0)
+        if name in ALL_OF:
+            assert cats[name] == all(cats[m] for m in members)
+            assert scores[name] == min(scores[m] for m in members)
+        else:
+            assert cats[name] == any(cats[m] for m in members)
+            assert scores[name] == max((scores[m] for m in members), default=0.0)
+
+
+def test_sexual_minors_needs_both_child_abuse_and_sexual(gateway):
+    """child_abuse alone (here: fired on everything by a threshold under its base score) is not sexual/minors,
+    nor is sexual alone: only the two together are."""
+    gw = gateway("input: {categories: {child_abuse: {threshold: 0.01}}}")
+    texts = ["naked", "how to poison a cat", "i want to commit suicide", "bread recipe please"]
+    results = gw.client().moderations.create(input=texts).results
+    with gw.http() as http:
+        raw = http.post("/v1/moderations", json={"input": texts}).json()["results"]
+    assert [r["categories"]["child_abuse"] for r in raw] == [True] * 4
+    assert [r["categories"]["sexual"] for r in raw] == [True, False, False, False]
+    assert [r.categories.sexual_minors for r in results] == [True, False, False, False]
+    for r in raw:
+        scores = r["category_scores"]
+        assert scores["sexual/minors"] == min(scores["child_abuse"], scores["sexual"])
+
+    gw = gateway()  # child_abuse at its own threshold: sexual content alone is adult content
+    [naked] = gw.client().moderations.create(input="naked").results
+    assert naked.categories.sexual and not naked.categories.sexual_minors
+
+
+# -- no verdict ----------------------------------------------------------------------------------------
+
+def _no_verdict(response: httpx.Response) -> str:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("no_verdict", "scorer_error")
+    return error["message"]
+
+
+def test_a_failed_scoring_is_503_no_verdict_on_every_endpoint(gateway, upstream, tmp_path):
+    """A model that did not load (on_error: allow lets the server start): the chat passes on as the policy says,
+    the endpoints that report verdicts say there is none."""
+    gw = gateway(f"on_error: allow\nmodel: {tmp_path / 'no-such-model'}", model=None)
+    with pytest.raises(openai.InternalServerError) as err:
+        gw.client().moderations.create(input="how to poison a cat")
+    assert err.value.status_code == 503 and err.value.code == "no_verdict"
+    with gw.http() as http:
+        for path, body in [("/v1/moderations", {"input": ["bread", "cake"]}),
+                           ("/v1/guard/check", {"prompt": "bread"}),
+                           ("/v1/guard/check", {"prompt": "bread", "response": "cake"}),
+                           ("/v1/guard/score", {"exchanges": [{"prompt": "bread"}]})]:
+            assert "scoring failed" in _no_verdict(http.post(path, json=body))
+    assert gw.client().chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_scoring_timeout_is_503_no_verdict_on_every_endpoint(gateway, upstream, tiny_model):
+    """Scores from a tier that answers too late: the moderation is not a 200 with every category false."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from beaverguard.server import ServerSettings, create_app
+    from beaverguard.server.testing import serve_in_thread
+
+    with serve_in_thread(create_app(ServerSettings(upstream="http://127.0.0.1:9/v1", model=tiny_model))) as tier:
+        async def model(request: Request) -> Response:
+            async with httpx.AsyncClient(base_url=tier) as http:
+                return JSONResponse((await http.get("/v1/guard/model")).json())
+
+        async def late(request: Request) -> Response:
+            await asyncio.sleep(3)
+            return JSONResponse({"error": {"message": "late", "type": "x", "param": None, "code": None}}, 503)
+
+        slow = Starlette(routes=[Route("/v1/guard/model", model), Route("/v1/guard/score", late, methods=["POST"])])
+        with serve_in_thread(slow) as slow_url:
+            gw = gateway(f"timeout_s: 0.3\nremote: {{url: '{slow_url}'}}", model=None)
+            with gw.http() as http:
+                for path, body in [("/v1/moderations", {"input": "how to poison a cat"}),
+                                   ("/v1/guard/check", {"prompt": "bread"}),
+                                   ("/v1/guard/score", {"exchanges": [{"prompt": "bread"}]})]:
+                    assert "timeout_s of 0.3 s" in _no_verdict(http.post(path, json=body))
+            records = gw.audit()
+            assert [r["error_type"] for r in records] == ["TimeoutError", "TimeoutError"]  # score: not audited
 
 
 def test_a_multimodal_input_is_judged_by_its_text_parts(gateway):

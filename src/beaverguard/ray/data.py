@@ -62,7 +62,9 @@ class ScoreActor:
         for name, column in (("scores", scores),
                              ("unsafe", pa.array([f["unsafe"] for f in fields], type=pa.float64())),
                              ("flagged", pa.array([f["flagged"] for f in fields], type=pa.bool_())),
-                             ("categories", pa.array([f["categories"] for f in fields], type=pa.list_(pa.string())))):
+                             ("categories", pa.array([f["categories"] for f in fields], type=pa.list_(pa.string()))),
+                             ("language", pa.array([f["language"] for f in fields], type=pa.string())),
+                             ("unverified", pa.array([f["unverified"] for f in fields], type=pa.bool_()))):
             if name in batch.column_names:  # as the local engine does: a field of that name is replaced
                 batch = batch.set_column(batch.column_names.index(name), name, column)
             else:

@@ -50,6 +50,11 @@ class Metrics:
                                           "(to its headers, for a stream).", buckets=_SECONDS, registry=r)
         self.overloaded = Counter("beaverguard_overloaded", "Requests refused with 429 because scoring was "
                                   "overloaded.", ["endpoint"], registry=r)
+        self.unverified = Counter("beaverguard_unverified", "Decisions on text mostly in a language the model "
+                                  "does not read, by rail and language.", ["policy", "rail", "language"], registry=r)
+        self.shadow = Counter("beaverguard_shadow_decisions", "Decisions of the shadow policy against the enforced "
+                              "ones, by rail, category and outcome (agree, or the enforced -> shadow actions).",
+                              ["policy", "rail", "category", "outcome"], registry=r)
         self.queue_depth = Gauge("beaverguard_queue_depth", "Exchanges submitted for scoring and not yet "
                                  "scored, over every policy.", registry=r)
 
@@ -60,6 +65,13 @@ class Metrics:
         for key in decision.categories or ("none",):
             self.decisions.labels(policy, decision.rail, _name(key), decision.action.value).inc()
         self.decision_seconds.labels(decision.rail).observe(decision.latency_ms / 1000)
+        if decision.unverified:
+            self.unverified.labels(policy, decision.rail, decision.language or "unknown").inc()
+        if decision.shadow is not None:
+            action = str(decision.shadow["action"])
+            outcome = "agree" if action == decision.action.value else f"{decision.action.value}->{action}"
+            for key in {*decision.categories, *decision.shadow["categories"]} or ("none",):
+                self.shadow.labels(policy, decision.rail, _name(key), outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

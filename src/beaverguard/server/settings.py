@@ -32,6 +32,8 @@ class ServerSettings:
     #: Policy name -> a policy file (hot-reloaded under ``watch``), a Policy, or None for the built-in one.
     #: The one named ``default`` serves keys that name no policy, and every request when there are no keys.
     policies: Mapping[str, Path | Policy | None] = field(default_factory=lambda: {DEFAULT_POLICY: None})
+    #: Policy name -> a candidate policy file decided alongside it, never enforced (``--shadow-policy``).
+    shadows: Mapping[str, Path] = field(default_factory=dict)
     #: Model directory for every policy (default: each policy's ``model``, else the embedded model).
     model: Path | None = None
     #: Client keys and the policy each selects; empty: no key asked for.
@@ -47,6 +49,12 @@ class ServerSettings:
     max_connections: int = 256
     #: Requests with a larger body are refused with 413.
     max_body_bytes: int = 4 * 1024 * 1024
+    #: A request body must arrive whole within this many seconds of its headers, else 408 (and the connection
+    #: is closed): a client that declares a body and never sends it cannot hold a connection.
+    body_timeout_s: float = 15.0
+    #: Most requests in flight in this process (each uvicorn worker has its own); one more is refused with 429
+    #: (Retry-After: 1) before its body is read.
+    max_in_flight: int = 512
     #: Reload a policy file when it changes (the guard's ``watch``).
     watch: bool = True
 
@@ -57,13 +65,17 @@ class ServerSettings:
         if DEFAULT_POLICY not in self.policies:
             raise ServerConfigError(f"policies: one must be named {DEFAULT_POLICY!r} "
                                     f"(found {sorted(self.policies)})")
+        if set(self.shadows) - set(self.policies):
+            raise ServerConfigError(f"shadow policies name policies that are not loaded: "
+                                    f"{sorted(set(self.shadows) - set(self.policies))}")
         unknown = self.api_keys.policies - set(self.policies)
         if unknown:
             raise ServerConfigError(f"API keys name policies that are not loaded: {sorted(unknown)}; "
                                     f"loaded: {sorted(self.policies)}")
         if self.upstream_auth not in ("key", "passthrough"):
             raise ServerConfigError(f"upstream_auth {self.upstream_auth!r}: use 'key' or 'passthrough'")
-        for name in ("upstream_timeout_s", "connect_timeout_s", "max_connections", "max_body_bytes"):
+        for name in ("upstream_timeout_s", "connect_timeout_s", "max_connections", "max_body_bytes",
+                     "body_timeout_s", "max_in_flight"):
             if getattr(self, name) <= 0:
                 raise ServerConfigError(f"{name} must be positive, not {getattr(self, name)}")
 

@@ -109,7 +109,8 @@ def _sha256(path: Path) -> str:
 
 def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: int = 256,
            name: str | None = None, batch_size: int = 16, keep_fp32: Path | None = None,
-           precision: Literal["int8", "fp32"] = "int8", trainable: bool = True) -> dict:
+           precision: Literal["int8", "fp32"] = "int8", trainable: bool = True,
+           languages: Sequence[str] = ("en",)) -> dict:
     """Export ``checkpoint`` (a Hugging Face directory) to ``out``; return the check report."""
     import torch
     from optimum.onnxruntime import ORTModelForSequenceClassification
@@ -163,6 +164,7 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         "layout": "bert-pair",
         "activation": "sigmoid",
         "batch_invariant": precision != "int8",  # dynamic int8: one activation scale per run, so rows run alone
+        "languages": list(languages),
         **({"conversation": json.loads((checkpoint / "conversation.json").read_text())}
            if (checkpoint / "conversation.json").is_file() else {}),
         "thresholds": {"input": {k: 0.5 for k in labels}, "output": {k: 0.5 for k in labels}},
