@@ -15,7 +15,7 @@ first sentence: up to :data:`MAX_PIECES` pieces of about :data:`PIECE_CHARS`
 characters, spread evenly over the text, are identified, and the letters of
 the pieces in languages the model does not read are counted against all
 letters of the pieces. (fastText's cost grows with the characters it reads:
-a 256-token text read whole took ~0.4 ms here, four pieces ~0.1 ms.) Scripts
+a 256-token text read whole took ~0.4 ms here, three pieces under a third of that.) Scripts
 written without spaces (Chinese, Japanese, Thai) carry about three letters'
 worth of text per character, and count so. URLs,
 e-mail addresses, code-like tokens and digits are left out first: they are no
@@ -33,8 +33,8 @@ from functools import cache
 
 __all__ = ["LanguageCheck", "Reading", "PIECE_CHARS"]
 
-PIECE_CHARS = 120     # characters per identified piece: a sentence or two, enough for fastText to be sure
-MAX_PIECES = 4        # pieces identified per text, spread evenly: the cost stays flat with length
+PIECE_CHARS = 100     # characters per identified piece: a sentence or two, enough for fastText to be sure
+MAX_PIECES = 3        # pieces identified per text, spread evenly: the cost stays flat with length
 READABLE_MIN = 0.1    # a piece is unreadable when the model's languages get less probability than this
 TOP_K = 3             # ... among fastText's first three guesses
 MAX_CHARS = 8_000     # characters read per text: the share of a longer text is measured on its first 8,000
@@ -85,34 +85,29 @@ class LanguageCheck:
 
     def read(self, texts: Iterable[str]) -> Reading:
         """The reading of one decision's texts together: letters are counted over all of them."""
-        letters: Counter[str] = Counter()
-        unreadable = total = 0
+        pieces, weights, total = [], [], 0
         for text in texts:
             for piece in _pieces(text):
                 n = len(_LETTER.findall(piece)) + 2 * len(_DENSE.findall(piece))
-                if n == 0:
-                    continue
                 total += n
-                if n < self.min_chars:
-                    continue  # too little to tell: readable
-                lang, readable = self._identify(piece)
-                letters[lang] += n
-                if readable < READABLE_MIN:
-                    unreadable += n
+                if n >= self.min_chars:  # shorter: too little to tell, so readable
+                    pieces.append(piece.lower())  # lowercase: fastText reads capitals as other languages
+                    weights.append(n)
         if total < self.min_chars:
             return Reading(None, 0.0, False)
+        letters: Counter[str] = Counter()
+        unreadable = 0
+        predict = _detector().predict
+        for piece, n in zip(pieces, weights):
+            labels, ps = predict(piece, k=TOP_K)  # (fasttext-predict's list form is broken: one call a piece)
+            langs = [lang.removeprefix("__label__") for lang in labels]
+            letters[langs[0]] += n
+            # Asking how likely the piece is readable, not which language it is, catches languages the
+            # compressed model names poorly (Swahili, Zulu and Yoruba come out as a spread of low guesses).
+            if sum(p for lang, p in zip(langs, ps) if lang in self.readable) < READABLE_MIN:
+                unreadable += n
         share = unreadable / total
         return Reading(letters.most_common(1)[0][0] if letters else None, round(share, 4), share > 0.5)
-
-    def _identify(self, piece: str) -> tuple[str, float]:
-        """The likeliest language, and the probability fastText gives the readable ones among its first guesses.
-
-        Asking how likely the text is readable, not which language it is, catches languages the
-        compressed model names poorly (Swahili, Zulu and Yoruba come out as a spread of low guesses).
-        """
-        labels, probs = _detector().predict(piece.lower(), k=TOP_K)  # lowercase: caps read as other languages
-        langs = [label.removeprefix("__label__") for label in labels]
-        return langs[0], float(sum(p for lang, p in zip(langs, probs) if lang in self.readable))
 
 
 def _pieces(text: str) -> list[str]:
