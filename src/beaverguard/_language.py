@@ -36,7 +36,9 @@ __all__ = ["LanguageCheck", "Reading", "PIECE_CHARS"]
 PIECE_CHARS = 100     # characters per identified piece: a sentence or two, enough for fastText to be sure
 MAX_PIECES = 3        # pieces identified per text, spread evenly: the cost stays flat with length
 READABLE_MIN = 0.1    # a piece is unreadable when the model's languages get less probability than this
-TOP_K = 3             # ... among fastText's first three guesses
+TOP_K = 3             # ... among fastText's first three guesses,
+SHORT_LETTERS = 60    # ... and, for a piece shorter than this, its first guess is at least SHORT_SURE:
+SHORT_SURE = 0.15     # the compressed model spreads its guesses on short English questions too
 MAX_CHARS = 8_000     # characters read per text: the share of a longer text is measured on its first 8,000
 # Tokens that are no language: URLs, e-mail addresses, paths, identifiers with digits or underscores, markup.
 _NOISE = re.compile(r"[\d/\\_{}()\[\]<>=+*^~;#$|@`]|www\.|\w\.\w")
@@ -91,7 +93,8 @@ class LanguageCheck:
                 n = len(_LETTER.findall(piece)) + 2 * len(_DENSE.findall(piece))
                 total += n
                 if n >= self.min_chars:  # shorter: too little to tell, so readable
-                    pieces.append(piece.lower())  # lowercase: fastText reads capitals as other languages
+                    upper = sum(c.isupper() for c in piece) > n / 2  # fastText reads capitals as other languages
+                    pieces.append(piece.lower() if upper else piece)
                     weights.append(n)
         if total < self.min_chars:
             return Reading(None, 0.0, False)
@@ -104,7 +107,8 @@ class LanguageCheck:
             letters[langs[0]] += n
             # Asking how likely the piece is readable, not which language it is, catches languages the
             # compressed model names poorly (Swahili, Zulu and Yoruba come out as a spread of low guesses).
-            if sum(p for lang, p in zip(langs, ps) if lang in self.readable) < READABLE_MIN:
+            readable = sum(p for lang, p in zip(langs, ps) if lang in self.readable)
+            if readable < READABLE_MIN and (n >= SHORT_LETTERS or ps[0] >= SHORT_SURE):
                 unreadable += n
         share = unreadable / total
         return Reading(letters.most_common(1)[0][0] if letters else None, round(share, 4), share > 0.5)
