@@ -129,6 +129,7 @@ class Guard:
         self._defaults: dict[Rail, Mapping[str, float]] = {
             rail: thresholds(rail) if thresholds else {} for rail in ("input", "output")}
         self.shadow = _shadow_policy(self.policy)
+        self._shadow_id = self.shadow.fingerprint() if self.shadow is not None else None
         spec = getattr(self.scorer, "spec", None)
         # What each audit record names: the policy it was decided under, and the model that scored.
         self.lineage = {"policy": self.policy.fingerprint(),
@@ -489,7 +490,7 @@ class Guard:
             s_action, s_fired = decide(scores, self.shadow.rail(rail), self._defaults[rail], channel)
             if unverified and self.shadow.languages.enabled:
                 s_action = max(s_action, self.shadow.languages.action(rail), key=lambda a: a.severity)
-            shadow = {"policy": self.shadow.fingerprint(), "action": s_action.value, "categories": list(s_fired)}
+            shadow = {"policy": self._shadow_id, "action": s_action.value, "categories": list(s_fired)}
         decision = Decision(rail=rail, action=action, categories=categories, scores=dict(scores), text=text,
                             request_id=request_id or uuid.uuid4().hex,
                             latency_ms=(time.perf_counter() - start) * 1000, error=error, extra=extra or {},

@@ -266,7 +266,9 @@ async def test_overload_is_429_with_retry_after_and_never_reaches_the_upstream(g
 async def test_on_overload_allow_passes_requests_on_unscored(gateway, upstream):
     gw = gateway("timeout_s: 0.1\non_overload: allow\nexecution: {max_tokens: null}")
     chats, moderations = await _flood(gw)
-    assert all(r.status_code == 200 for r in chats)  # passed on unscored (or judged), as the policy says
+    # passed on unscored (or judged), as the policy says; 413 where the server's estimate of this machine's
+    # speed says the text can never be judged within timeout_s (not overload: on_overload does not apply)
+    assert {r.status_code for r in chats} <= {200, 413}, [(r.status_code, r.text[:300]) for r in chats]
     # a moderation reports a verdict: one that reached none is an error whatever on_overload says
     assert {r.status_code for r in moderations} <= {200, 429, 503}
     passed = [r for r in gw.audit() if r["error_type"] == "ScorerOverloaded"]

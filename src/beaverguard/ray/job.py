@@ -161,13 +161,16 @@ class _ShardWriter:
             self.progress(1, n)
 
 
+_ADDED = ("scores", "unsafe", "flagged", "categories", "language", "unverified")
+
+
 def _jsonl(table: pa.Table) -> str:
-    """The rows as ``beaverguard score`` writes them: the input row's own fields, then the three it adds."""
+    """The rows as ``beaverguard score`` writes them: the input row's own fields, then the ones it adds."""
     lines = []
-    for raw, scores, unsafe, flagged in zip(table.column("_row").to_pylist(), table.column("scores").to_pylist(),
-                                            table.column("unsafe").to_pylist(), table.column("flagged").to_pylist()):
+    columns = [table.column(name).to_pylist() for name in _ADDED]
+    for raw, *values in zip(table.column("_row").to_pylist(), *columns):
         row: dict[str, Any] = json.loads(raw)
-        row.update(scores=scores, unsafe=unsafe, flagged=flagged)
+        row.update(zip(_ADDED, values))
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     return "".join(lines)
 

@@ -105,15 +105,17 @@ def read_shard(fs: pafs.FileSystem, shard: Shard) -> pa.Table:
         with fs.open_input_file(shard.path) as handle:
             table = pq.ParquetFile(handle).read_row_group(shard.start)
         return table.append_column("_shard", pa.array([shard.index] * table.num_rows, type=pa.int64()))
-    rows, prompts, responses = [], [], []
+    rows, prompts, responses, channels = [], [], [], []
     for offset, line in _lines(fs, shard):
         record = parse_record(line, f"{shard.path} (byte {offset})")
         rows.append(line.decode("utf-8"))
         prompts.append(record["prompt"])
         responses.append(record.get("response"))
+        channels.append(record.get("channel"))
     return pa.table({"_shard": pa.array([shard.index] * len(rows), type=pa.int64()),
                      "_row": pa.array(rows, type=pa.string()), "prompt": pa.array(prompts, type=pa.string()),
-                     "response": pa.array(responses, type=pa.string())})
+                     "response": pa.array(responses, type=pa.string()),
+                     "channel": pa.array(channels, type=pa.string())})
 
 
 def _lines(fs: pafs.FileSystem, shard: Shard) -> list[tuple[int, bytes]]:
