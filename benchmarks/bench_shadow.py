@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from robustness import machine  # noqa: E402
+from _common import machine  # noqa: E402
 
 from beaverguard import Guard  # noqa: E402
 

@@ -241,14 +241,13 @@ def test_contrast_pairs_hold_out_templates_and_objects_and_fill_each_template_bo
             assert {r.is_safe for r in prompts} == {True, False}, kind.name  # both labels on both sides
             harmful = [r for r in prompts if not r.is_safe]
             assert all(r.categories and r.injection is False for r in harmful)
-        # no held-out wording or object reaches training: a held-out row's prompt is never a training prompt,
-        # and a held-out object never appears in a training prompt
-        train_prompts = {r.prompt for r in train if r.source == src}
-        held_objects = {x for x in (*kind.harmless, *kind.harmful)
-                        if any(r.prompt.endswith(x + "?") or x in r.prompt for r in held if r.source == src)}
-        assert not train_prompts & {r.prompt for r in held if r.source == src}
-        kept_objects = [x for x in (*kind.harmless, *kind.harmful) if any(x in p for p in train_prompts)]
-        assert kept_objects and not set(kept_objects) & (held_objects - set(kept_objects))
+        # no held-out wording or object reaches training: each prompt is a template filled with one object,
+        # and the templates and objects of held-out prompts never fill a training prompt
+        fills = {t.format(x=x): (t, x) for t in kind.templates for x in (*kind.harmless, *kind.harmful)}
+        used = {side: {fills[r.prompt] for r in part if r.source == src} for side, part in (("t", train), ("h", held))}
+        assert used["t"] and used["h"]
+        assert not {t for t, _ in used["t"]} & {t for t, _ in used["h"]}
+        assert not {x for _, x in used["t"]} & {x for _, x in used["h"]}
     # QA: a harmful question refused is safe, answered is unsafe; a harmful answer under a harmless question is unsafe
     qa = [r for r in train if r.response is not None]
     assert any(r.is_safe and "can't" in r.response for r in qa) and any(not r.is_safe and "Step" in r.response for r in qa)

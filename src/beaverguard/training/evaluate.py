@@ -249,7 +249,7 @@ def equal_recall(rows: Sequence[Row], probs: np.ndarray, source: str, recall: fl
     t = float(target[max(0, math.ceil(recall * len(target)) - 1)])
     out: dict = {"source": source, "recall": recall, "threshold": round(t, 6), "rows": len(target), "flagged": {}}
     for src in sorted({r.source for r in rows}):
-        for name, (_, _) in SECTIONS.items():
+        for name in SECTIONS:
             sel = np.array([r.source == src and (r.response is not None) == (name == "qa") and r.is_safe is not None
                             for r in rows], dtype=bool)
             if not sel.any():

@@ -23,16 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from beaverguard._categories import INJECTION, LABELS
 from beaverguard._guard import Guard
 from beaverguard._policy import Policy
 from beaverguard._types import Exchange
-from beaverguard._categories import INJECTION
 from beaverguard.training.calibrate import Budget, calibrate, calibrate_injection
 from beaverguard.training.data import Row, read_jsonl
-from beaverguard.training.evaluate import score_rows
 from beaverguard.training.export import export
 
-__all__ = ["run_calibrate", "run_export", "runtime_probs", "write_thresholds", "SAMPLE_SIZE"]
+__all__ = ["run_calibrate", "run_export", "runtime_probs", "runtime_scores", "write_thresholds", "SAMPLE_SIZE"]
 
 SAMPLE_SIZE = 256  # rows for the export checks
 
@@ -51,23 +50,20 @@ def runtime_probs(model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
     A model that is not batch-invariant runs each exchange alone in the guard, so
     it must be calibrated on scores of exchanges run alone too.
     """
-    guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
-    try:
-        return score_rows(guard, [Exchange(r.prompt, r.response, r.context) for r in rows])[0]
-    finally:
-        guard.close()
+    return runtime_scores(model_dir, rows)[0]
 
 
-def runtime_injection(model_dir: Path, rows: Sequence[Row]) -> np.ndarray | None:
-    """The ``injection`` score of each row's text as the guard scores it; None for a model without that output."""
+def runtime_scores(model_dir: Path, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`runtime_probs`, and each row's ``injection`` score from the same pass (None for a model without it)."""
     guard = Guard(Policy.model_validate({"execution": {"provider": "cpu"}}), model=model_dir)
     try:
-        if INJECTION not in guard.scorer.labels:
-            return None
-        scores = guard.score_many([Exchange(r.prompt, r.response, r.context) for r in rows])
-        return np.array([s[INJECTION] for s in scores], dtype=np.float64)
+        exchanges = [Exchange(r.prompt, r.response, r.context) for r in rows]
+        scores = guard.score_many(exchanges)
     finally:
         guard.close()
+    probs = np.array([[s[k] for k in LABELS] for s in scores], dtype=np.float64).reshape(len(rows), len(LABELS))
+    injection = np.array([s[INJECTION] for s in scores], dtype=np.float64) if INJECTION in guard.scorer.labels else None
+    return probs, injection
 
 
 def _calibration(args: argparse.Namespace) -> tuple[list[Row], list[Row], dict, dict | None]:
@@ -90,14 +86,15 @@ def _calibrate_model(model_dir: Path, calib: list[Row], families: dict, budgets:
                      report: dict) -> None:
     """Score ``calib`` with the model as the guard runs it; write the chosen thresholds and what they reached."""
     reached: dict = {}
-    harm = [r for r in calib if r.is_safe is not None]
-    thresholds = calibrate(harm, runtime_probs(model_dir, harm), families=families,
+    probs, injection = runtime_scores(model_dir, calib)  # one pass: harm rows and injection rows overlap (chat)
+    harm = np.array([r.is_safe is not None for r in calib], dtype=bool)
+    thresholds = calibrate([r for r, h in zip(calib, harm) if h], probs[harm], families=families,
                            budgets={k: v for k, v in (budgets or {}).items() if k != INJECTION} or None,
                            report=reached)
-    labelled = [r for r in calib if r.injection is not None]
-    scores = runtime_injection(model_dir, labelled) if labelled else None
-    if scores is not None:
-        t, reached[INJECTION] = calibrate_injection(labelled, scores, families=families,
+    labelled = np.array([r.injection is not None for r in calib], dtype=bool)
+    if injection is not None and labelled.any():
+        t, reached[INJECTION] = calibrate_injection([r for r, lab in zip(calib, labelled) if lab],
+                                                    injection[labelled], families=families,
                                                     budget=(budgets or {}).get(INJECTION))
         for rail in thresholds:
             thresholds[rail][INJECTION] = t
