@@ -179,3 +179,65 @@ def test_the_shipped_v3_model_blocks_an_injection_in_a_document_and_passes_the_d
         assert "injection" in guard.check_input_sync(attack).categories
     finally:
         guard.close()
+
+
+# -- tool results inside the messages a wrapped call receives (an agent loop) -----------------------------
+
+def _agent_turns(result: str) -> list[dict]:
+    """A conversation as an agent loop hands it to its model: the user, a tool call, the tool's result."""
+    return [{"role": "user", "content": PLAIN},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": result}]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_run_judges_tool_results_on_their_channel_before_the_model_reads_them(make, tmp_path, mode):
+    guard, seen = make(), []
+
+    def llm(messages):
+        seen.append(messages)
+        return "It is sunny."
+
+    for result in ("Sunny, 24 degrees.", ATTACK):
+        if mode == "sync":
+            guard.run_sync(llm, _agent_turns(result))
+        else:
+            await guard.run(llm, _agent_turns(result))
+    assert seen[0] == _agent_turns("Sunny, 24 degrees.")  # a harmless result passes unchanged
+    assert seen[1][-1] == {**_agent_turns(ATTACK)[-1], "content": guard.policy.blocked_message}
+    assert seen[1][:2] == _agent_turns(ATTACK)[:2]
+    guard.close()
+    tool_records = [(r["channel"], r["action"]) for r in records(tmp_path) if r["channel"] == "tool_result"]
+    assert tool_records == [("tool_result", "allow"), ("tool_result", "block")]
+
+
+def test_a_tool_result_before_the_last_user_message_is_context_not_a_tool_result(make):
+    guard, seen = make(), []
+    turns = [*_agent_turns(ATTACK), {"role": "assistant", "content": "Done."}, {"role": "user", "content": PLAIN}]
+    guard.run_sync(lambda m: seen.append(m) or "ok", turns)
+    assert seen == [turns]  # judged as earlier turns of the user's conversation (injection: log), not replaced
+
+
+def test_wrapped_chat_model_and_decorator_judge_tool_results(make):
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from beaverguard.langchain.testing import ScriptedChatModel, tool_call
+
+    guard = make()
+    inner = ScriptedChatModel(replies=["It is sunny."])
+    history = [HumanMessage(PLAIN), AIMessage("", tool_calls=[tool_call("fetch", {}, id="c1")]),
+               ToolMessage(ATTACK, tool_call_id="c1")]
+    guard.wrap(inner).invoke(history)
+    sent = inner.calls[0]["messages"]
+    assert sent[-1].content == guard.policy.blocked_message and sent[-1].tool_call_id == "c1"
+
+    handled = []
+
+    @guard.protect
+    def handler(messages):
+        handled.append(messages)
+        return "It is sunny."
+
+    handler(_agent_turns(ATTACK))
+    assert handled[0][-1]["content"] == guard.policy.blocked_message

@@ -111,11 +111,11 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
         async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
             bound, where, prompt = split(args, kwargs)
             rid = uuid.uuid4().hex
-            verdict = await guard.check_input(prompt, request_id=rid)
+            verdict, sent = await guard.admit_input(prompt, request_id=rid)
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, where, sent)
             # aclosing: a consumer that stops early closes the handler's stream and writes the record now
             async with aclosing(aguard_stream(guard, prompt, func(*a, **k), rid)) as chunks:
                 async for chunk in chunks:
@@ -127,11 +127,11 @@ def protect(guard: Guard, func: Callable | None = None, *, prompt_arg: str | Non
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             bound, where, prompt = split(args, kwargs)
             rid = uuid.uuid4().hex
-            verdict = guard.check_input_sync(prompt, request_id=rid)
+            verdict, sent = guard.admit_input_sync(prompt, request_id=rid)
             if verdict.blocked:
                 yield guard.blocked_reply(verdict)
                 return
-            a, k = _replace(bound, where, guard.apply_input(prompt, verdict))
+            a, k = _replace(bound, where, sent)
             yield from guard_stream(guard, prompt, func(*a, **k), rid)
         return gen_wrapper
 

@@ -28,7 +28,8 @@ from beaverguard._decision import decide, threshold
 from beaverguard._exceptions import (BeaverguardError, GuardBlocked, ModelError, PolicyError, ScorerError,
                                      ScorerOverloaded)
 from beaverguard._language import LanguageCheck, Reading
-from beaverguard._messages import conversation_of, text_of, with_prompt, with_text
+from beaverguard._messages import (conversation_of, text_of, tool_results_of, with_prompt, with_text,
+                                  with_tool_result)
 from beaverguard._model import LABELS, OnnxScorer, Scorer
 from beaverguard._plugins import describe, redactor, with_plugins
 from beaverguard._policy import Policy, RemotePolicy
@@ -275,6 +276,40 @@ class Guard:
         return self._conclude("output", exchange.prompt, exchange.response, scores, error, start, request_id,
                               reading=reading)
 
+    async def admit_input(self, prompt: Any, *, request_id: str | None = None) -> tuple[Decision, Any]:
+        """The input rail's decision on ``prompt``, and the prompt to pass on if it is not blocked.
+
+        Besides the user's message, each tool result after it (an agent's loop hands
+        them back to the model) is judged as what it is, on the ``tool_result``
+        channel: one the policy blocks reaches the model as the policy's message, one
+        it rewrites or redacts as its new text. Every tool result after the last user
+        message is judged on every call, since the caller's history keeps the original.
+        """
+        verdict = await self.check_input(prompt, request_id=request_id)
+        results = tool_results_of(prompt) if not verdict.blocked else []
+        decisions = await asyncio.gather(
+            *(self.check_input(text, channel="tool_result", request_id=request_id) for _, text in results))
+        return verdict, self._pass_on(prompt, verdict, results, list(decisions))
+
+    def admit_input_sync(self, prompt: Any, *, request_id: str | None = None) -> tuple[Decision, Any]:
+        """Sync twin of :meth:`admit_input`."""
+        verdict = self.check_input_sync(prompt, request_id=request_id)
+        results = tool_results_of(prompt) if not verdict.blocked else []
+        decisions = [self.check_input_sync(text, channel="tool_result", request_id=request_id) for _, text in results]
+        return verdict, self._pass_on(prompt, verdict, results, decisions)
+
+    def _pass_on(self, prompt: Any, verdict: Decision, results: list[tuple[int, str]],
+                 decisions: list[Decision]) -> Any:
+        if verdict.blocked:
+            return prompt
+        sent = self.apply_input(prompt, verdict)
+        for (index, _), decision in zip(results, decisions, strict=True):
+            if decision.blocked:
+                sent = with_tool_result(sent, index, self.blocked_reply(decision))  # or GuardBlocked, by policy
+            elif decision.action in _CHANGES_TEXT:
+                sent = with_tool_result(sent, index, decision.text)
+        return sent
+
     def exchange(self, rail: Rail, prompt: Any, response: Any = None) -> Exchange:
         """What a rail scores: the last user message, its earlier turns (up to ``context_turns``), the reply."""
         context, text = conversation_of(prompt, self.policy.rail(rail).context_turns)
@@ -320,10 +355,10 @@ class Guard:
     async def run(self, llm_call: Callable[..., Any], prompt: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Guard one call of any sync or async callable that takes a prompt or messages."""
         request_id = uuid.uuid4().hex
-        verdict = await self.check_input(prompt, request_id=request_id)
+        verdict, sent = await self.admit_input(prompt, request_id=request_id)
         if verdict.blocked:
             return self.blocked_reply(verdict)
-        reply = llm_call(self.apply_input(prompt, verdict), *args, **kwargs)
+        reply = llm_call(sent, *args, **kwargs)
         if inspect.isawaitable(reply):
             reply = await reply
         return self.apply_output(reply, await self.check_output(prompt, reply, request_id=request_id))
@@ -331,10 +366,10 @@ class Guard:
     def run_sync(self, llm_call: Callable[..., T], prompt: Any, /, *args: Any, **kwargs: Any) -> T | str:
         """Sync twin of :meth:`run`: guard one call of a sync callable."""
         request_id = uuid.uuid4().hex
-        verdict = self.check_input_sync(prompt, request_id=request_id)
+        verdict, sent = self.admit_input_sync(prompt, request_id=request_id)
         if verdict.blocked:
             return self.blocked_reply(verdict)
-        reply = llm_call(self.apply_input(prompt, verdict), *args, **kwargs)
+        reply = llm_call(sent, *args, **kwargs)
         return self.apply_output(reply, self.check_output_sync(prompt, reply, request_id=request_id))
 
     def wrap(self, runnable: Any) -> Any:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["prompt_of", "conversation_of", "with_prompt", "text_of", "with_text"]
+__all__ = ["prompt_of", "conversation_of", "with_prompt", "tool_results_of", "with_tool_result", "text_of", "with_text"]
 
 _USER_ROLES = {"user", "human"}
 _ROLE_NAMES = {"human": "user", "ai": "assistant", "developer": "system", "function": "tool"}
@@ -154,6 +154,32 @@ def with_prompt(value: Any, text: str) -> Any:
             return value.model_copy(update={"messages": messages})
         if hasattr(value, "text"):
             return value.model_copy(update={"text": text})
+    return messages
+
+
+def tool_results_of(value: Any) -> list[tuple[int, str]]:
+    """(index, text) of each tool result after the last user message: what an agent's tools handed back.
+
+    They are the text of the tools, not of the user, and are judged on their own channel.
+    A string, or messages without a user message, has none.
+    """
+    messages = None if isinstance(value, str) else _messages(value)
+    if not messages:
+        return []
+    roles = [_ROLE_NAMES.get(r, r) for r, _ in map(_role_and_content, messages)]
+    last = max((i for i, r in enumerate(roles) if r == "user"), default=None)
+    if last is None:
+        return []
+    return [(i, _content_text(_role_and_content(messages[i])[1]))
+            for i in range(last + 1, len(messages)) if roles[i] == "tool"]
+
+
+def with_tool_result(value: Any, index: int, text: str) -> Any:
+    """``value`` (messages or a PromptValue) with the message at ``index`` holding ``text`` alone."""
+    messages = _messages(value)
+    messages[index] = _replace_content(messages[index], text, keep_blocks=False)
+    if hasattr(value, "to_messages") and hasattr(value, "messages"):
+        return value.model_copy(update={"messages": messages})
     return messages
 
 

@@ -65,3 +65,18 @@ def test_shadow_decisions_are_audited_and_counted(http):
     records = http.gateway.audit()
     assert [(r["action"], r["shadow"]["action"]) for r in records] == [("log", "block"), ("allow", "allow"),
                                                                        ("log", "log")]
+
+
+def test_chat_judges_tool_results_before_the_upstream_reads_them(http, upstream):
+    """An agent's loop through the server: the tool's result carries an injection; the upstream never sees it."""
+    messages = [{"role": "user", "content": "tell me the weather today"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": ATTACK}]
+    got = http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": messages})
+    assert got.status_code == 200, got.text
+    [sent] = upstream.bodies
+    assert sent["messages"][:2] == messages[:2]
+    assert sent["messages"][2] == {**messages[2], "content": "Sorry, I can't help with that."}
+    records = http.gateway.audit()
+    assert ("tool_result", "block") in [(r["channel"], r["action"]) for r in records]

@@ -7,7 +7,10 @@ implements (``_generate``, ``_agenerate``, ``_stream``, ``_astream``), each of
 which puts the wrapped model's call between the rails:
 
 * the input rail judges the conversation before the wrapped model sees it; a
-  block answers with the policy's message, and the wrapped model is not called;
+  block answers with the policy's message, and the wrapped model is not called.
+  Tool results after the last user message are judged on the ``tool_result``
+  channel (``Guard.admit_input``): a blocked one reaches the model as the
+  policy's message;
 * the output rail judges the answer with its tool calls; an answer it replaces
   becomes a plain ``AIMessage`` without tool calls, so no tool runs on it;
 * a stream is released as the output rail passes it (``beaverguard._streaming``).
@@ -126,32 +129,30 @@ class GuardedChatModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                   **kwargs: Any) -> ChatResult:
         rid = uuid.uuid4().hex
-        verdict = self.guard.check_input_sync(messages, request_id=rid)
+        verdict, sent = self.guard.admit_input_sync(messages, request_id=rid)
         if verdict.blocked:
             return _result(AIMessage(content=self.guard.blocked_reply(verdict)))
-        result = self.inner._generate_with_cache(self.guard.apply_input(messages, verdict), stop=stop, **kwargs)
+        result = self.inner._generate_with_cache(sent, stop=stop, **kwargs)
         return self._judged(result, [self.guard.check_output_sync(messages, g.message, request_id=rid)
                                      for g in result.generations])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
         rid = uuid.uuid4().hex
-        verdict = await self.guard.check_input(messages, request_id=rid)
+        verdict, sent = await self.guard.admit_input(messages, request_id=rid)
         if verdict.blocked:
             return _result(AIMessage(content=self.guard.blocked_reply(verdict)))
-        result = await self.inner._agenerate_with_cache(self.guard.apply_input(messages, verdict), stop=stop,
-                                                        **kwargs)
+        result = await self.inner._agenerate_with_cache(sent, stop=stop, **kwargs)
         return self._judged(result, [await self.guard.check_output(messages, g.message, request_id=rid)
                                      for g in result.generations])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         rid = uuid.uuid4().hex
-        verdict = self.guard.check_input_sync(messages, request_id=rid)
+        verdict, sent = self.guard.admit_input_sync(messages, request_id=rid)
         if verdict.blocked:
             yield _last(AIMessageChunk(content=self.guard.blocked_reply(verdict)))
             return
-        sent = self.guard.apply_input(messages, verdict)
         if type(self.inner)._stream is BaseChatModel._stream:  # the wrapped model does not stream: judged whole
             result = self.inner._generate_with_cache(sent, stop=stop, **kwargs)
             result = self._judged(result, [self.guard.check_output_sync(messages, g.message, request_id=rid)
@@ -170,11 +171,10 @@ class GuardedChatModel(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         rid = uuid.uuid4().hex
-        verdict = await self.guard.check_input(messages, request_id=rid)
+        verdict, sent = await self.guard.admit_input(messages, request_id=rid)
         if verdict.blocked:
             yield _last(AIMessageChunk(content=self.guard.blocked_reply(verdict)))
             return
-        sent = self.guard.apply_input(messages, verdict)
         inner = type(self.inner)
         if inner._stream is BaseChatModel._stream and inner._astream is BaseChatModel._astream:
             result = await self.inner._agenerate_with_cache(sent, stop=stop, **kwargs)

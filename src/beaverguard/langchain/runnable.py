@@ -59,11 +59,11 @@ class GuardedRunnable(Runnable[Any, Any]):
 
     def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         rid = uuid.uuid4().hex
-        verdict = self.guard.check_input_sync(input, request_id=rid)
+        verdict, sent = self.guard.admit_input_sync(input, request_id=rid)
         if verdict.blocked:
             return self._blocked(verdict)
         child = patch_config(config, callbacks=run_manager.get_child())
-        reply = self.inner.invoke(self.guard.apply_input(input, verdict), child, **kwargs)
+        reply = self.inner.invoke(sent, child, **kwargs)
         return self.guard.apply_output(reply, self.guard.check_output_sync(input, reply, request_id=rid))
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -72,11 +72,11 @@ class GuardedRunnable(Runnable[Any, Any]):
 
     async def _ainvoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         rid = uuid.uuid4().hex
-        verdict = await self.guard.check_input(input, request_id=rid)
+        verdict, sent = await self.guard.admit_input(input, request_id=rid)
         if verdict.blocked:
             return self._blocked(verdict)
         child = patch_config(config, callbacks=run_manager.get_child())
-        reply = await self.inner.ainvoke(self.guard.apply_input(input, verdict), child, **kwargs)
+        reply = await self.inner.ainvoke(sent, child, **kwargs)
         return self.guard.apply_output(reply, await self.guard.check_output(input, reply, request_id=rid))
 
     # stream / astream -------------------------------------------------------------------
@@ -93,12 +93,12 @@ class GuardedRunnable(Runnable[Any, Any]):
                    **kwargs: Any) -> Iterator[Any]:
         input = _last(inputs)
         rid = uuid.uuid4().hex
-        verdict = self.guard.check_input_sync(input, request_id=rid)
+        verdict, sent = self.guard.admit_input_sync(input, request_id=rid)
         if verdict.blocked:
             yield self._blocked(verdict, chunk=True)
             return
         child = patch_config(config, callbacks=run_manager.get_child())
-        chunks = self.inner.stream(self.guard.apply_input(input, verdict), child, **kwargs)
+        chunks = self.inner.stream(sent, child, **kwargs)
         yield from guard_stream(self.guard, input, chunks, rid)
 
     async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None,
@@ -121,12 +121,12 @@ class GuardedRunnable(Runnable[Any, Any]):
         async for item in inputs:
             input = item
         rid = uuid.uuid4().hex
-        verdict = await self.guard.check_input(input, request_id=rid)
+        verdict, sent = await self.guard.admit_input(input, request_id=rid)
         if verdict.blocked:
             yield self._blocked(verdict, chunk=True)
             return
         child = patch_config(config, callbacks=run_manager.get_child())
-        chunks = self.inner.astream(self.guard.apply_input(input, verdict), child, **kwargs)
+        chunks = self.inner.astream(sent, child, **kwargs)
         # Close the guarded stream as soon as this one closes, so an abandoned stream's record
         # is written and its model stream stopped now, not whenever the garbage collector runs.
         async with aclosing(aguard_stream(self.guard, input, chunks, rid)) as guarded:

@@ -36,7 +36,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from beaverguard._exceptions import GuardBlocked
-from beaverguard._messages import prompt_of
+from beaverguard._messages import prompt_of, tool_results_of, with_tool_result
 from beaverguard._streaming import aguard_stream
 from beaverguard._types import Action, Decision
 from beaverguard.server.errors import ApiError, error_body
@@ -66,9 +66,31 @@ async def chat_completions(guard: ServerGuard, upstream: Upstream, metrics: Metr
         if stream:
             return _sse([_chunk(request_id, body.model, text, role=True, finish="content_filter")], request_id)
         return JSONResponse(_completion(request_id, body.model, text), headers={"x-request-id": request_id})
-    payload["messages"] = guard.apply_input(messages, verdict)
+    payload["messages"] = await _tool_results(guard, metrics, guard.apply_input(messages, verdict), request_id,
+                                              reserve)
     call = _Call(guard, upstream, metrics, messages, request_id, client_authorization, reserve)
     return await (call.stream(payload) if stream else call.complete(payload))
+
+
+async def _tool_results(guard: ServerGuard, metrics: Metrics, messages: list, request_id: str,
+                        reserve: float) -> list:
+    """``messages`` with each tool result after the last user message judged on the ``tool_result`` channel.
+
+    An agent hands its tools' output back to the model: a result the policy blocks
+    (by default, one carrying an injection) reaches the upstream as the policy's
+    message, one it rewrites or redacts as its new text.
+    """
+    results = tool_results_of(messages)
+    planned = [guard.plan_check("input", text, param=f"messages[{i}]") for i, text in results]
+    decisions = await asyncio.gather(*(guard.checked(p, request_id=request_id, reserve=reserve,
+                                                     channel="tool_result") for p in planned))
+    for (index, _), decision in zip(results, decisions, strict=True):
+        refuse_if_overloaded(guard, decision, metrics, "/v1/chat/completions")
+        if decision.blocked:
+            messages = with_tool_result(messages, index, _blocked_text(guard, decision, f"messages[{index}]"))
+        elif decision.action in (Action.REWRITE, Action.REDACT):
+            messages = with_tool_result(messages, index, decision.text)
+    return messages
 
 
 def _blocked_text(guard: ServerGuard, decision: Decision, param: str | None) -> str:
