@@ -45,6 +45,7 @@ from beaverguard.training.augment import (
     FRAMES, Template, augment, lookalike_rows, split_templates, wild_templates,
 )
 from beaverguard.training.contrast import contrast_rows
+from beaverguard.training.injections import injection_rows
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
 __all__ = ["Mix", "Source", "MixData", "Repeats", "load_mix", "build", "summary"]
@@ -99,6 +100,8 @@ class Augment(_Strict):
     lookalikes: float = Field(0.0, ge=0.0, description="Weight of the built-in look-alike questions.")
     refusals: int = Field(0, description="Harmful training prompts paired with refusals (safe QA pairs).")
     contrast: float = Field(0.0, ge=0.0, description="Weight of the contrast pairs (beaverguard.training.contrast).")
+    injections: int = Field(0, ge=0, description="Planted injections (and as many benign notes) in tool results "
+                                                 "and documents (beaverguard.training.injections).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
 
 
@@ -145,6 +148,7 @@ class MixData:
     heldout_lookalikes: list[Row]
     dropped: dict[str, int]  # rows (per file) and templates left out because they repeat held-out text
     heldout_contrast: list[Row] = field(default_factory=list)  # contrast pairs of held-out templates and objects
+    heldout_injections: list[Row] = field(default_factory=list)  # planted injections of held-out parts
 
 
 def _matches(record: Mapping, src: Source | Holdout) -> bool:
@@ -301,10 +305,13 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     for r in contrast_train:
         families[r.source] = "contrast"
         extra += [r] * _copies(aug.contrast, f"{r.prompt}|{r.response}", mix.seed)
-    train += extra
+    planted_train, planted_held = injection_rows(aug.injections, mix.seed, aug.holdout) if aug.injections else ([], [])
+    for r in planted_train:
+        families[r.source] = "injection"
+    train += extra + planted_train
     random.Random(mix.seed).shuffle(train)
     return MixData(train, calib, test, holdout, families, train_t, held_t, look_held,
-                   dict(dropped) | ({"templates": len(shared)} if shared else {}), contrast_held)
+                   dict(dropped) | ({"templates": len(shared)} if shared else {}), contrast_held, planted_held)
 
 
 def summary(data: MixData) -> str:
