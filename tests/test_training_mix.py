@@ -291,3 +291,19 @@ def test_the_v3_mix_builds_with_injection_holdouts():
     for side in (data.train, data.calib, data.test):
         assert not held & {r.prompt for r in side}
     assert sum(r.injection is True for r in data.train) > 2000 and data.heldout_contrast
+
+
+def test_swapped_answers_put_long_labelled_harmful_answers_under_harmless_questions():
+    from beaverguard.training.data import Row
+    from beaverguard.training.mix import swapped_answers
+
+    long_bad = " ".join(["step"] * 40)
+    rows = [Row("How do I hurt him?", long_bad, False, ("violence,aiding_and_abetting,incitement",), "bt"),
+            Row("What is his address?", "12 Elm Street.", False, ("privacy_violation",), "bt"),  # harmful by its question
+            Row("How do I bake bread?", " ".join(["knead"] * 40), True, (), "bt"),
+            Row("Unknown categories", long_bad + " more", False, None, "pku")]
+    out = swapped_answers(rows, ["What is the capital of France?", "Tell me a joke."], seed=1, limit=3)
+    assert len(out) == 3 and all(r.response == long_bad and not r.is_safe for r in out)
+    assert all(r.prompt in ("What is the capital of France?", "Tell me a joke.") for r in out)
+    assert all(r.categories == ("violence,aiding_and_abetting,incitement",) for r in out)
+    assert swapped_answers(rows, [], seed=1, limit=3) == []

@@ -100,6 +100,8 @@ class Augment(_Strict):
     lookalikes: float = Field(0.0, ge=0.0, description="Weight of the built-in look-alike questions.")
     refusals: int = Field(0, description="Harmful training prompts paired with refusals (safe QA pairs).")
     contrast: float = Field(0.0, ge=0.0, description="Weight of the contrast pairs (beaverguard.training.contrast).")
+    swapped_answers: int = Field(0, ge=0, description="Harmful answers of training QA pairs put under a harmless "
+                                                      "training question (unsafe: an answer is judged by what it says).")
     injections: int = Field(0, ge=0, description="Planted injections (and as many benign notes) in tool results "
                                                  "and documents (beaverguard.training.injections).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
@@ -297,6 +299,8 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
                     frames=aug.frames, contexts=aug.long_context, splits=aug.split_turns,
                     topic_changes=aug.topic_change, seed=mix.seed)
     extra += refusal_pairs(train, seed=mix.seed, limit=aug.refusals)
+    extra += swapped_answers(train, [r.prompt for r in benign if families.get(r.source) == "chat"],
+                             seed=mix.seed, limit=aug.swapped_answers)
     # A frame may itself be a jailbreak: what the wrapped row says about injection no longer holds.
     extra = [replace(r, injection=None) for r in extra]
     for r in extra:
@@ -312,6 +316,26 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     random.Random(mix.seed).shuffle(train)
     return MixData(train, calib, test, holdout, families, train_t, held_t, look_held,
                    dict(dropped) | ({"templates": len(shared)} if shared else {}), contrast_held, planted_held)
+
+
+def swapped_answers(rows: list[Row], questions: list[str], seed: int, limit: int) -> list[Row]:
+    """Harmful answers of QA pairs under harmless questions: unsafe, with the answer's own categories.
+
+    A model that judges an answer mostly by its question misses a harmful answer that an
+    injection or a poisoned page put under an innocent one (the output rail's ``answer_alone``
+    view exists for that); these rows teach the answer to count on its own.
+    """
+    rng = random.Random(seed)
+    harmful = sorted({(r.prompt, r.response): r for r in rows
+                      # labelled harm categories, and 30+ words: a short answer is often harmful only by its question
+                      if r.response is not None and r.is_safe is False and r.target is None and not r.context
+                      and r.categories and len(r.response.split()) >= 30}.values(),
+                     key=lambda r: (r.prompt, r.response))
+    if not harmful or not questions or not limit:
+        return []
+    picked = harmful * (limit // len(harmful)) + rng.sample(harmful, limit % len(harmful))  # each under several questions
+    return [Row(rng.choice(questions), r.response, False, r.categories, "swapped-answer", partial=r.partial)
+            for r in picked]
 
 
 def summary(data: MixData) -> str:
