@@ -53,7 +53,7 @@ from beaverguard._model import Scorer, default_batch_size
 from beaverguard._policy import ExecutionPolicy
 from beaverguard._types import Exchange
 
-__all__ = ["Plan", "plan", "Batcher", "close_all"]
+__all__ = ["Plan", "plan", "Batcher", "Load", "close_all"]
 
 #: Rough characters per token, to size work before it is tokenized.
 CHARS_PER_TOKEN = 4
@@ -141,13 +141,14 @@ class _Job:
     __slots__ = ("exchange", "future", "lane", "deadline", "arrived", "tokens", "cost", "rows", "left")
 
     def __init__(self, exchange: Exchange, lane: int = _CHECK, deadline: float | None = None,
-                 estimate: tuple[float, int] | None = None, ratio: float = 1.0) -> None:
+                 guess: tuple[float, float] | None = None) -> None:
         self.exchange, self.lane, self.deadline = exchange, lane, deadline
         self.future: Future = Future()
         self.arrived = time.monotonic()
-        # until it is tokenized, what it will cost is guessed from its length
-        self.tokens, windows = estimate or ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
-        self.cost = windows * _cost(self.tokens * ratio / windows)
+        if guess is None:  # one window, from its characters
+            tokens = (len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN
+            guess = tokens, _cost(tokens)
+        self.tokens, self.cost = guess  # until it is tokenized, guessed from its length (Batcher._guess)
         self.rows: list = []
         self.left = 0  # windows not yet scored
 
@@ -185,6 +186,23 @@ class _Step:
     cores: int = 1
     cost: float = 0.0
     late: list = field(default_factory=list)  # jobs found past saving at dispatch: refused
+
+
+@dataclass(frozen=True)
+class Load:
+    """A batcher's load and speed at one moment, as its admission control sees them (estimates).
+
+    What a server needs to refuse work before reading it: ``ahead`` cost tokens of
+    checks queued and running, at ``seconds_per_token`` on one core (``fastest``: the
+    best recent run), spread over ``workers``, each check within ``timeout_s``.
+    """
+
+    seconds_per_token: float
+    fastest: float
+    workers: int
+    timeout_s: float
+    ahead: float
+    idle: bool
 
 
 class Batcher:
@@ -228,6 +246,31 @@ class Batcher:
         self._idle = threading.Condition()
         if self.stepwise:
             self._calibrate()
+
+    def cost(self, exchange: Exchange) -> tuple[float, int]:
+        """What scoring ``exchange`` costs in cost tokens, and in how many windows: guessed from its length."""
+        _, cost, windows = self._guess(exchange)
+        return cost, windows
+
+    def _guess(self, exchange: Exchange) -> tuple[float, float, int]:
+        """(tokens, cost, windows) of ``exchange`` before it is tokenized; tokens as estimated from characters."""
+        tokens, windows = (self._estimate(exchange, CHARS_PER_TOKEN) if self._estimate else
+                           ((len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1))
+        windows = max(1, int(windows))
+        return tokens, windows * _cost(tokens * self._ratio / windows), windows
+
+    def load(self) -> Load | None:
+        """The load now (read without the lock: an estimate); None where there is no estimate to admit by.
+
+        A batcher has none without a timeout, with a scorer that is not run step by
+        step (a remote one), or before its first measured run.
+        """
+        spt = self._spt
+        if not self.stepwise or self.timeout_s is None or spt is None:
+            return None
+        idle = self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]
+        return Load(spt, min([spt, *self._recent[(False, False)]]), self.plan.workers, self.timeout_s,
+                    self._queued[_CHECK] + self._running, idle)
 
     @property
     def pending(self) -> int:
@@ -277,8 +320,7 @@ class Batcher:
                 self._start()
             idle = self.stepwise and self._free == self.plan.workers and not self._has_work()
             for exchange in exchanges:
-                guess = self._estimate(exchange, CHARS_PER_TOKEN) if self._estimate else None
-                job = _Job(exchange, lane, deadline, guess, self._ratio)
+                job = _Job(exchange, lane, deadline, self._guess(exchange)[:2])
                 jobs.append(job)
                 overloaded = None if bulk else self._admit(job)
                 if overloaded is not None:

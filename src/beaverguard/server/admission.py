@@ -24,8 +24,8 @@ is reserved as work ahead. So the answer the upstream sends back finds room:
 a request the upstream answered is always judged, never refused with 429 after
 the LLM call was paid for.
 
-The estimates are the guard's own batcher's (its cost model and its measured
-seconds per token, ``beaverguard._batching``); with no estimate yet (a remote
+The estimates are the guard's own batcher's (``Batcher.cost`` and ``Batcher.load``: its cost model and
+its measured seconds per token); with no estimate yet (a remote
 scorer, a scorer that is not run step by step) only the in-flight limit
 applies here and the batcher's own admission control decides.
 """
@@ -35,11 +35,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from beaverguard._batching import CHARS_PER_TOKEN, HEADROOM, _cost
+from beaverguard._batching import HEADROOM, Load, _cost
 from beaverguard._types import Exchange
 from beaverguard.server.errors import ApiError
 
@@ -63,39 +63,13 @@ class Estimate:
     windows: int
 
 
-class _Model:
-    """What admission reads of a guard's batcher, read without its lock (estimates, as its own are)."""
-
-    def __init__(self, batcher: Any) -> None:
-        self.spt: float = batcher._spt                      # seconds per cost token of a single-threaded run
-        self.workers: int = batcher.plan.workers
-        self.timeout_s: float = batcher.timeout_s
-        recent = getattr(batcher, "_recent", {}).get((False, False))
-        self.best_spt = min([self.spt, *(recent or ())])    # the fastest recent run: the machine at its best
-        # cost tokens of the checks queued and of the steps running
-        self.ahead = float(batcher._queued[0]) + float(batcher._running)
-        self.idle = batcher._free == self.workers and not batcher._waiting[0] and not batcher._ready[0]
-
-
-def _model(guard: ServerGuard) -> _Model | None:
-    batcher = guard._batcher
-    try:
-        if not batcher.stepwise or batcher.timeout_s is None or batcher._spt is None:
-            return None
-        return _Model(batcher)
-    except (AttributeError, TypeError, IndexError, KeyError):  # the batcher changed shape: no estimates here
-        return None
+def _load(guard: ServerGuard) -> Load | None:
+    return guard._batcher.load()
 
 
 def estimate(guard: ServerGuard, exchange: Exchange) -> Estimate:
-    """The cost of scoring ``exchange``, as the batcher guesses it before tokenizing (``_Job``)."""
-    batcher = guard._batcher
-    guess = getattr(batcher, "_estimate", None)
-    tokens, windows = guess(exchange, CHARS_PER_TOKEN) if guess is not None else (
-        (len(exchange.prompt) + len(exchange.response or "")) / CHARS_PER_TOKEN, 1)
-    windows = max(1, int(windows))
-    ratio = float(getattr(batcher, "_ratio", 1.0))
-    return Estimate(windows * _cost(tokens * ratio / windows), windows)
+    """The cost of scoring ``exchange``, as the batcher guesses it before tokenizing."""
+    return Estimate(*guard._batcher.cost(exchange))
 
 
 def refusal(guard: ServerGuard, cost: float, reserve: float = 0.0, *,
@@ -107,14 +81,15 @@ def refusal(guard: ServerGuard, cost: float, reserve: float = 0.0, *,
     the room was kept, does not wait for the others'). An idle guard with
     nothing reserved admits anything.
     """
-    model = _model(guard)
-    if model is None:
+    load = _load(guard)
+    if load is None:
         return None
     reserved = guard.reserved if count_reserved else 0.0
-    if not reserved and model.idle:
+    if not reserved and load.idle:
         return None
-    predicted = (model.ahead + reserved + reserve) * model.spt / model.workers + cost * model.spt
-    budget = model.timeout_s * HEADROOM
+    spt = load.seconds_per_token
+    predicted = (load.ahead + reserved + reserve) * spt / load.workers + cost * spt
+    budget = load.timeout_s * HEADROOM
     return predicted - budget if predicted > budget else None
 
 
@@ -125,18 +100,18 @@ def too_large(guard: ServerGuard, exchange: Exchange, param: str | None) -> ApiE
     workers, and at least one window's. The limit is named in characters too,
     scaled from this text's (the cost of a window does not depend on the text).
     """
-    model = _model(guard)
-    if model is None:
+    load = _load(guard)
+    if load is None:
         return None
     est = estimate(guard, exchange)
-    seconds = max(est.cost / est.windows, est.cost / model.workers) * model.best_spt
-    if seconds <= model.timeout_s:
+    seconds = max(est.cost / est.windows, est.cost / load.workers) * load.fastest
+    if seconds <= load.timeout_s:
         return None
     chars = len(exchange.prompt) + len(exchange.response or "") + sum(len(t) for _, t in exchange.context)
-    fits = float(f"{chars * model.timeout_s / seconds:.2g}")  # two significant digits: an estimate
+    fits = float(f"{chars * load.timeout_s / seconds:.2g}")  # two significant digits: an estimate
     where = f"{param}: " if param else ""
     return ApiError(413, f"{where}this text is too long to be judged within the policy's timeout_s of "
-                         f"{model.timeout_s:g} s on this server (about {seconds:.2g} s with the machine to itself; "
+                         f"{load.timeout_s:g} s on this server (about {seconds:.2g} s with the machine to itself; "
                          f"about {fits:,.0f} characters fit). Retrying cannot help: send less text, or raise timeout_s "
                          "(or cap execution.max_tokens) in the policy", code="text_too_long", param=param)
 
