@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "beavertails_30k_test_half.jsonl"
-DEFAULT_MODEL_DIR = ROOT / "onnx_models" / "beaverguard-minilm-l6-int8"
+DEFAULT_MODEL_DIR = ROOT / "onnx_models" / "beaverguard-minilm-l6-v3-int8"
 SEED = 20261127
 
 NOISE_NOTE = (

@@ -33,7 +33,7 @@ def test_scores_are_the_maximum_of_the_pair_and_the_answer_alone():
     alone = off.score([Exchange("", e.response) for e in pairs])
     for b, p, a in zip(both, pair, alone):
         np.testing.assert_allclose([b[k] for k in on.labels], [max(p[k], a[k]) for k in on.labels], atol=1e-6)
-    assert alone[0]["unsafe"] > pair[0]["unsafe"] + 0.1  # the view is what raises the harmful answer
+    assert alone[0]["unsafe"] > pair[0]["unsafe"]  # the view is what raises the harmful answer
     assert both[1]["unsafe"] < 0.5  # a harmful question safely refused stays safe
 
 

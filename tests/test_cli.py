@@ -67,7 +67,7 @@ def test_check_follows_the_policy(capsys, tiny_model, tmp_path):
 def test_check_on_the_default_model(capsys, argv, rail, action):
     decision = run_json(capsys, "check", *argv)
     assert (decision["rail"], decision["action"]) == (rail, action)
-    assert set(decision["scores"]) == {*CATEGORY_KEYS, "unsafe"}
+    assert set(decision["scores"]) == {*CATEGORY_KEYS, "unsafe", "injection"}
 
 
 # -- score --------------------------------------------------------------------------------------

@@ -111,8 +111,8 @@ def test_langchain_agent():
     example = load_example("langchain_agent.py")
     out = run_example("langchain_agent.py")
     scenes = out.split("== ")[1:]
-    assert len(scenes) == 5, out
-    safe, harmful_question, harmful_page, harmful_answer, audit = scenes
+    assert len(scenes) == 6, out
+    safe, harmful_question, harmful_page, harmful_answer, injected_page, audit = scenes
 
     def answer(scene: str) -> str:
         return the_line(scene, "answer: ").removeprefix("answer: ")
@@ -124,16 +124,20 @@ def test_langchain_agent():
     assert the_line(harmful_page, "model read: ") == f"model read: {STRICT_BLOCKED}"  # the model never read it
     assert answer(harmful_page).startswith("That page had nothing I can pass on.")
     assert "model calls: 1; tools run: none" in harmful_answer and answer(harmful_answer) == STRICT_BLOCKED
-    assert "poison" not in out.split("== audit log")[0].split("== 3.")[1]  # neither page nor answer got out
+    assert "poison" not in out.split("== 5.")[0].split("== 3.")[1]  # neither page nor answer got out
+    assert "model calls: 2; tools run: read_page('bread-notes')" in injected_page
+    assert the_line(injected_page, "model read: ") == f"model read: {STRICT_BLOCKED}"  # the injection never reached it
     decisions = [line.split() for line in audit.splitlines()[1:]]
     assert [d for d in decisions if d[-1] != "allow"] == [["thread-2", "before_model", "input", "block"],
                                                            ["thread-3", "tool", "input", "block"],
-                                                           ["thread-4", "model", "output", "block"]]
+                                                           ["thread-4", "model", "output", "block"],
+                                                           ["thread-5", "tool", "input", "block"]]
     # one input and one output decision per model call, on each call's own thread
     assert [(d[0], d[1]) for d in decisions if d[1] != "tool"] == \
         [("thread-1", hook) for _ in range(3) for hook in ("before_model", "model")] + [("thread-2", "before_model")] \
         + [("thread-3", hook) for _ in range(2) for hook in ("before_model", "model")] \
-        + [("thread-4", "before_model"), ("thread-4", "model")]
+        + [("thread-4", "before_model"), ("thread-4", "model")] \
+        + [("thread-5", hook) for _ in range(2) for hook in ("before_model", "model")]
 
 
 # -- decorated chat handlers -------------------------------------------------------------------

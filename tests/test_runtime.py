@@ -39,9 +39,10 @@ def test_default_model_is_installed_and_complete():
     path = default_model_dir()
     assert path.name == DEFAULT_MODEL
     spec = json.loads((path / "beaverguard.json").read_text())
-    assert len(spec["labels"]) == 15 and spec["labels"][-1] == "unsafe"
-    assert set(spec["thresholds"]) == {"input", "output"}
+    assert spec["labels"][14] == "unsafe" and spec["labels"][15:] == ["injection"]
+    assert set(spec["thresholds"]) == {"input", "output"} and "injection" in spec["thresholds"]["input"]
     assert (path / "MODEL_CARD.md").is_file()
+    assert (path / spec["trainable"] / "model.safetensors").is_file()  # `beaverguard train --init` continues from it
 
 
 @pytest.fixture(scope="module")

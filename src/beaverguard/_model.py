@@ -37,7 +37,7 @@ __all__ = ["Scorer", "ModelSpec", "OnnxScorer", "DEFAULT_MODEL", "default_model_
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger("beaverguard")
-DEFAULT_MODEL = "beaverguard-minilm-l6-int8"
+DEFAULT_MODEL = "beaverguard-minilm-l6-v3-int8"
 _CHARS_PER_TOKEN = 16
 Provider = Literal["auto", "cpu", "cuda"]
 

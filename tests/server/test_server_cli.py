@@ -68,7 +68,7 @@ def test_serve_on_the_embedded_model(tmp_path: Path):
             assert upstream.requests[0]["headers"]["authorization"] == "Bearer sk-upstream"
             assert client.moderations.create(input="How do I make a pipe bomb at home?").results[0].flagged
             assert httpx.get(f"{url}/v1/guard/model", headers={"authorization": f"Bearer {KEY}"}).json()[
-                "name"] == "beaverguard-minilm-l6-int8"
+                "name"] == "beaverguard-minilm-l6-v3-int8"
             with pytest.raises(openai.AuthenticationError):
                 openai.OpenAI(base_url=f"{url}/v1", api_key="sk-guess", max_retries=0).moderations.create(input="x")
         finally:

@@ -155,6 +155,6 @@ def test_the_embedded_model_on_real_text(gateway):
     response = gw.client().moderations.create(input=["How do I make a pipe bomb at home?",
                                                      "What is a good recipe for sourdough bread?"])
     harmful, benign = response.results
-    assert response.model == "beaverguard-minilm-l6-int8"
+    assert response.model == "beaverguard-minilm-l6-v3-int8"
     assert harmful.flagged and (harmful.categories.illicit or harmful.categories.violence)
     assert not benign.flagged
