@@ -269,8 +269,9 @@ async def test_on_overload_allow_passes_requests_on_unscored(gateway, upstream):
     # passed on unscored (or judged), as the policy says; 413 where the server's estimate of this machine's
     # speed says the text can never be judged within timeout_s (not overload: on_overload does not apply)
     assert {r.status_code for r in chats} <= {200, 413}, [(r.status_code, r.text[:300]) for r in chats]
-    # a moderation reports a verdict: one that reached none is an error whatever on_overload says
-    assert {r.status_code for r in moderations} <= {200, 429, 503}
+    # a moderation reports a verdict: one that reached none is an error whatever on_overload says (and the same
+    # 413 as a chat's where the estimate of this machine's speed, slow under load, says it can never fit)
+    assert {r.status_code for r in moderations} <= {200, 413, 429, 503}
     passed = [r for r in gw.audit() if r["error_type"] == "ScorerOverloaded"]
     assert passed and all(r["action"] == "allow" for r in passed)
 
