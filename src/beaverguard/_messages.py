@@ -170,8 +170,9 @@ def tool_results_of(value: Any) -> list[tuple[int, str]]:
     last = max((i for i, r in enumerate(roles) if r == "user"), default=None)
     if last is None:
         return []
-    return [(i, _content_text(_role_and_content(messages[i])[1]))
-            for i in range(last + 1, len(messages)) if roles[i] == "tool"]
+    results = [(i, _content_text(_role_and_content(messages[i])[1]))
+               for i in range(last + 1, len(messages)) if roles[i] == "tool"]
+    return [(i, text) for i, text in results if text.strip()]  # an empty result carries nothing to judge
 
 
 def with_tool_result(value: Any, index: int, text: str) -> Any:
