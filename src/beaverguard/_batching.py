@@ -262,11 +262,10 @@ class Batcher:
     def load(self) -> Load | None:
         """The load now (read without the lock: an estimate); None where there is no estimate to admit by.
 
-        A batcher has none without a timeout, with a scorer that is not run step by
-        step (a remote one), or before its first measured run.
+        A batcher has none without a timeout, or before its first measured run.
         """
         spt = self._spt
-        if not self.stepwise or self.timeout_s is None or spt is None:
+        if self.timeout_s is None or spt is None:
             return None
         idle = self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]
         return Load(spt, min([spt, *self._recent[(False, False)]]), self.plan.workers, self.timeout_s,
@@ -372,13 +371,12 @@ class Batcher:
         whatever one text costs (its timeout still applies). Bulk work waiting is
         not ahead of a check; a bulk run in progress is.
         """
-        if self.timeout_s is None or self._spt is None:
+        load = self.load()
+        if load is None or load.idle:
             return None
-        if self._free == self.plan.workers and not self._waiting[_CHECK] and not self._ready[_CHECK]:
-            return None
-        ahead = self._queued[_CHECK] + self._running
-        predicted = ahead * self._spt / self.plan.workers + job.cost * self._spt
-        budget = self.timeout_s * HEADROOM
+        spt = load.seconds_per_token
+        predicted = load.ahead * spt / load.workers + job.cost * spt
+        budget = load.timeout_s * HEADROOM
         if predicted <= budget:
             return None
         return ScorerOverloaded(f"scoring is overloaded: the checks queued ahead would keep this one about "

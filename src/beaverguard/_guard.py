@@ -302,13 +302,7 @@ class Guard:
                  decisions: list[Decision]) -> Any:
         if verdict.blocked:
             return prompt
-        sent = self.apply_input(prompt, verdict)
-        for (index, _), decision in zip(results, decisions, strict=True):
-            if decision.blocked:
-                sent = with_tool_result(sent, index, self.blocked_reply(decision))  # or GuardBlocked, by policy
-            elif decision.action in _CHANGES_TEXT:
-                sent = with_tool_result(sent, index, decision.text)
-        return sent
+        return self.apply_tool_results(self.apply_input(prompt, verdict), results, decisions)
 
     def exchange(self, rail: Rail, prompt: Any, response: Any = None) -> Exchange:
         """What a rail scores: the last user message, its earlier turns (up to ``context_turns``), the reply."""
@@ -403,6 +397,18 @@ class Guard:
     def apply_input(self, prompt: Any, decision: Decision) -> Any:
         """The prompt to pass on: unchanged, or rewritten in the shape it came in."""
         return with_prompt(prompt, decision.text) if decision.action in _CHANGES_TEXT else prompt
+
+    def apply_tool_results(self, messages: Any, results: list[tuple[int, str]], decisions: list[Decision]) -> Any:
+        """``messages`` with each judged tool result (``(index, text)``, its decision) blocked or rewritten.
+
+        A blocked result becomes the policy's message (or :class:`GuardBlocked` is raised, by policy).
+        """
+        for (index, _), decision in zip(results, decisions, strict=True):
+            if decision.blocked:
+                messages = with_tool_result(messages, index, self.blocked_reply(decision))
+            elif decision.action in _CHANGES_TEXT:
+                messages = with_tool_result(messages, index, decision.text)
+        return messages
 
     def apply_output(self, reply: T, decision: Decision) -> T | str:
         """The reply to return: unchanged, replaced, or the blocked message (in the reply's shape)."""

@@ -80,3 +80,15 @@ def test_chat_judges_tool_results_before_the_upstream_reads_them(http, upstream)
     assert sent["messages"][2] == {**messages[2], "content": "Sorry, I can't help with that."}
     records = http.gateway.audit()
     assert ("tool_result", "block") in [(r["channel"], r["action"]) for r in records]
+
+
+def test_a_tool_result_blocked_under_raise_on_block_is_a_400_naming_it(gateway, injection_model, upstream):
+    gw = gateway("raise_on_block: true", model=injection_model)
+    messages = [{"role": "user", "content": "tell me the weather today"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": ATTACK}]
+    with gw.http() as http:
+        got = http.post("/v1/chat/completions", json={"model": "gpt-test", "messages": messages})
+    assert got.status_code == 400 and got.json()["error"]["param"] == "messages[2]", got.text
+    assert upstream.requests == []

@@ -64,7 +64,8 @@ class Estimate:
 
 
 def _load(guard: ServerGuard) -> Load | None:
-    return guard._batcher.load()
+    """The batcher's load, where its estimates hold: a scorer run step by step (not a remote one)."""
+    return guard._batcher.load() if guard._batcher.stepwise else None
 
 
 def estimate(guard: ServerGuard, exchange: Exchange) -> Estimate:

@@ -36,7 +36,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from beaverguard._exceptions import GuardBlocked
-from beaverguard._messages import prompt_of, tool_results_of, with_tool_result
+from beaverguard._messages import prompt_of, tool_results_of
 from beaverguard._streaming import aguard_stream
 from beaverguard._types import Action, Decision
 from beaverguard.server.errors import ApiError, error_body
@@ -84,13 +84,13 @@ async def _tool_results(guard: ServerGuard, metrics: Metrics, messages: list, re
     planned = [guard.plan_check("input", text, param=f"messages[{i}]") for i, text in results]
     decisions = await asyncio.gather(*(guard.checked(p, request_id=request_id, reserve=reserve,
                                                      channel="tool_result") for p in planned))
-    for (index, _), decision in zip(results, decisions, strict=True):
+    for decision in decisions:
         refuse_if_overloaded(guard, decision, metrics, "/v1/chat/completions")
-        if decision.blocked:
-            messages = with_tool_result(messages, index, _blocked_text(guard, decision, f"messages[{index}]"))
-        elif decision.action in (Action.REWRITE, Action.REDACT):
-            messages = with_tool_result(messages, index, decision.text)
-    return messages
+    try:
+        return guard.apply_tool_results(messages, results, list(decisions))
+    except GuardBlocked as exc:  # raise_on_block: a 400 naming the tool message
+        index = next(i for (i, _), d in zip(results, decisions) if d is exc.decision)
+        raise _blocked_error(exc, f"messages[{index}]") from None
 
 
 def _blocked_text(guard: ServerGuard, decision: Decision, param: str | None) -> str:
@@ -98,7 +98,11 @@ def _blocked_text(guard: ServerGuard, decision: Decision, param: str | None) -> 
     try:
         return guard.blocked_reply(decision)
     except GuardBlocked as exc:
-        raise ApiError(400, f"blocked by the guard's policy ({exc})", code="content_filter", param=param) from None
+        raise _blocked_error(exc, param) from None
+
+
+def _blocked_error(exc: GuardBlocked, param: str | None) -> ApiError:
+    return ApiError(400, f"blocked by the guard's policy ({exc})", code="content_filter", param=param)
 
 
 class _Call:

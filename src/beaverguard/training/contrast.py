@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from beaverguard._categories import resolve
 from beaverguard.training.data import Row
 
-__all__ = ["Kind", "KINDS", "contrast_rows"]
+__all__ = ["Kind", "KINDS", "contrast_rows", "held_split"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -265,9 +269,21 @@ _REFUSALS = (
 )
 
 
-def _held(text: str, share: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"contrast:{seed}:{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+def held_split(items: Sequence[T], share: float, seed: int, salt: str,
+               key: Callable[[T], str] = str) -> tuple[list[T], list[T]]:
+    """(kept, held out): about ``share`` of ``items`` held out by a hash of ``salt``, ``seed`` and the item's key.
+
+    The choice is stable across runs; each side gets at least one item.
+    """
+    def held(item: T) -> bool:
+        digest = hashlib.sha256(f"{salt}:{seed}:{key(item)}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+    kept = [i for i in items if not held(i)]
+    gone = [i for i in items if held(i)]
+    if not kept or not gone:
+        kept, gone = list(items[1:]), [items[0]]
+    return kept, gone
 
 
 def _rows(kind: Kind, templates: list[str], harmless: list[str], harmful: list[str], rng: random.Random) -> list[Row]:
@@ -302,11 +318,7 @@ def contrast_rows(seed: int = 13, share: float = 0.25) -> tuple[list[Row], list[
     for kind in KINDS:
         split = {}
         for name, items in (("t", kind.templates), ("a", kind.harmless), ("h", tuple(kind.harmful))):
-            kept = [i for i in items if not _held(i, share, seed)]
-            gone = [i for i in items if _held(i, share, seed)]
-            if not kept or not gone:  # every kind has both sides on both splits
-                kept, gone = list(items[1:]), [items[0]]
-            split[name] = kept, gone
+            split[name] = held_split(items, share, seed, "contrast")  # every kind has both sides on both splits
         train += _rows(kind, split["t"][0], split["a"][0], split["h"][0], rng)
         held += _rows(kind, split["t"][1], split["a"][1], split["h"][1], rng)
     return train, held

@@ -24,10 +24,10 @@ the choice is stable) are held out: training rows use only kept ones, and
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 
+from beaverguard.training.contrast import held_split
 from beaverguard.training.data import Row
 
 __all__ = ["CARRIERS", "OPENERS", "GOALS", "NOTES", "injection_rows"]
@@ -139,19 +139,6 @@ NOTES: tuple[str, ...] = (
 )
 
 
-def _held(text: str, share: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"injection:{seed}:{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
-
-
-def _split(items: tuple, share: float, seed: int, key=lambda i: i) -> tuple[list, list]:
-    kept = [i for i in items if not _held(key(i), share, seed)]
-    gone = [i for i in items if _held(key(i), share, seed)]
-    if not kept or not gone:
-        kept, gone = list(items[1:]), [items[0]]
-    return kept, gone
-
-
 def _place(carrier: str, line: str, body: str) -> str:
     return carrier.replace("{x}", line.replace('"', "'")).replace("{body}", body).replace("{{", "{").replace("}}", "}")
 
@@ -180,8 +167,8 @@ def injection_rows(n: int = 1500, seed: int = 13, share: float = 0.25) -> tuple[
     (``n // 4`` of each side), so none of their parts was trained on.
     """
     rng = random.Random(seed)
-    carriers = _split(CARRIERS, share, seed, key=lambda c: c[0])
-    openers, goals, notes = (_split(items, share, seed) for items in (OPENERS, GOALS, NOTES))
+    carriers = held_split(CARRIERS, share, seed, "injection", key=lambda c: c[0])
+    openers, goals, notes = (held_split(items, share, seed, "injection") for items in (OPENERS, GOALS, NOTES))
     train = _rows(n, carriers[0], openers[0], goals[0], notes[0], rng, "train")
     held = _rows(max(1, n // 4), carriers[1], openers[1], goals[1], notes[1], rng, "held")
     return train, held
