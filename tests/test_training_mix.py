@@ -307,3 +307,29 @@ def test_swapped_answers_put_long_labelled_harmful_answers_under_harmless_questi
     assert all(r.prompt in ("What is the capital of France?", "Tell me a joke.") for r in out)
     assert all(r.categories == ("violence,aiding_and_abetting,incitement",) for r in out)
     assert swapped_answers(rows, [], seed=1, limit=3) == []
+
+
+def test_a_mix_extends_another_merging_mappings_and_replacing_lists(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("version: 1\nseed: 3\nsources: [{file: a.jsonl}]\n"
+                                        "augment: {frames: 10, contrast: 1}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\naugment: {contrast: 3}\n"
+                                                 "sources: [{file: b.jsonl}]\n")
+    mix = load_mix(tmp_path / "sub" / "child.yaml")
+    assert mix.seed == 3 and (mix.augment.frames, mix.augment.contrast) == (10, 3)
+    assert [s.file for s in mix.sources] == ["b.jsonl"]
+    (tmp_path / "bad.yaml").write_text("extends: base.yaml\naugment: {contrast: -1}\n")
+    with pytest.raises(ValueError, match="bad.yaml: augment.contrast"):
+        load_mix(tmp_path / "bad.yaml")
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+def test_the_ablation_mixes_extend_the_shipped_one_and_plant_real_injections():
+    base = load_mix(SHIPPED_MIX.with_name("v3_1.yaml"))
+    mix = load_mix(SHIPPED_MIX.with_name("ablation") / "real_injections.yaml")
+    assert mix.sources == base.sources and mix.holdout == base.holdout and mix.augment.real_injections == 3000
+    data = build(mix, SHARED_DATA)
+    planted = [r for r in data.train if r.source.startswith("planted-real:")]
+    assert len(planted) == 6000 and sum(r.injection for r in planted) == 3000
+    held = {r.prompt for r in data.holdout}
+    assert not any(h in r.prompt for r in planted[:500] for h in held if len(h) > 40)  # no held-out attack planted

@@ -30,7 +30,7 @@ import re
 from beaverguard.training.contrast import held_split
 from beaverguard.training.data import Row
 
-__all__ = ["CARRIERS", "OPENERS", "GOALS", "NOTES", "injection_rows"]
+__all__ = ["CARRIERS", "OPENERS", "GOALS", "NOTES", "injection_rows", "planted_rows"]
 
 #: Where planted text travels; ``{body}`` is the carrier's own text, ``{x}`` the planted line.
 CARRIERS: tuple[tuple[str, str], ...] = (
@@ -172,3 +172,42 @@ def injection_rows(n: int = 1500, seed: int = 13, share: float = 0.25) -> tuple[
     train = _rows(n, carriers[0], openers[0], goals[0], notes[0], rng, "train")
     held = _rows(max(1, n // 4), carriers[1], openers[1], goals[1], notes[1], rng, "held")
     return train, held
+
+
+def planted_rows(attacks: list[str], benign: list[str], filler: list[str], n: int, seed: int = 13,
+                 share: float = 0.25, max_words: int = 100) -> list[Row]:
+    """``n`` real injections planted in documents, and ``n`` benign instructions in the same hosts.
+
+    :func:`injection_rows` varies a few openers and goals, and a model learns
+    those strings (model v3.2: held-out planted recall 0.09). Here the planted
+    text is real: the training side's injections (PromptShield, deepset,
+    jailbreak-classification, Tensor Trust extraction, BIPIA), thousands of
+    wordings, inside the kept carriers or inside benign chat text at the start,
+    middle or end. Each host also holds a benign instruction of the same files
+    (or a kept note to a person) in the twin row, so neither the host nor the
+    position is the signal. Rows are labelled for injection only (``is_safe``
+    None): what a planted line asks for may or may not be harmful.
+    """
+    rng = random.Random(seed)
+    short = lambda texts: [t for t in texts if 3 <= len(t.split()) <= max_words]  # noqa: E731
+    attacks, benign = short(attacks), short(benign) + list(held_split(NOTES, share, seed, "injection")[0])
+    if not (n and attacks and benign and filler):
+        return []
+    carriers = held_split(CARRIERS, share, seed, "injection", key=lambda c: c[0])[0]
+    rows = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            name, carrier = rng.choice(carriers)
+            body = rng.choice(BODIES)
+            host = lambda line: _place(carrier, line, body)  # noqa: E731
+        else:
+            words: list[str] = []
+            while len(words) < 60:
+                words += rng.choice(filler).split()
+            words = words[:rng.randint(60, 150)]
+            name = rng.choice(("start", "middle", "end"))
+            cut = {"start": 0, "middle": len(words) // 2, "end": len(words)}[name]
+            host = lambda line: " ".join([*words[:cut], line, *words[cut:]])  # noqa: E731
+        rows.append(Row(host(rng.choice(attacks)), None, None, None, f"planted-real:{name}", injection=True))
+        rows.append(Row(host(rng.choice(benign)), None, None, None, f"planted-real:{name}", injection=False))
+    return rows

@@ -22,7 +22,8 @@ dropped, since jailbreak collections share templates. Every other row is split
 by normalised prompt (train / calib / test), so no prompt is on two sides. ``augment`` says how many augmented rows
 (:mod:`beaverguard.training.augment`) to build from training-side rows.
 ``calibration`` sets the false-positive budgets per rail and family that
-:func:`beaverguard.training.calibrate.calibrate_decision` meets.
+:func:`beaverguard.training.calibrate.calibrate_decision` meets. ``extends: OTHER.yaml`` starts
+from another mix file and changes only what it names (an ablation is one line: ``mixes/ablation``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from beaverguard.training.augment import (
     FRAMES, Template, augment, lookalike_rows, split_templates, wild_templates,
 )
 from beaverguard.training.contrast import contrast_rows
-from beaverguard.training.injections import injection_rows
+from beaverguard.training.injections import injection_rows, planted_rows
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
 __all__ = ["Mix", "Source", "MixData", "Repeats", "load_mix", "build", "summary"]
@@ -104,6 +105,9 @@ class Augment(_Strict):
                                                       "training question (unsafe: an answer is judged by what it says).")
     injections: int = Field(0, ge=0, description="Planted injections (and as many benign notes) in tool results "
                                                  "and documents (beaverguard.training.injections).")
+    real_injections: int = Field(0, ge=0, description="Real training-side injections planted in documents and chat "
+                                                      "text, and as many benign instructions in the same hosts "
+                                                      "(beaverguard.training.injections.planted_rows).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
 
 
@@ -126,11 +130,25 @@ class Mix(_Strict):
         default_factory=dict, description="Budgets of the input and output rails, and of the injection threshold.")
 
 
+def _raw(path: Path) -> dict:
+    """A mix file's mapping; ``extends: OTHER.yaml`` (beside it) starts from that file's, merged key by key
+    (mappings such as ``augment`` merge, lists such as ``sources`` are replaced whole)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    parent = raw.pop("extends", None) if isinstance(raw, dict) else None
+    if parent is None:
+        return raw
+
+    def merge(base: dict, over: dict) -> dict:
+        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in over.items()}}
+    return merge(_raw(path.parent / parent), raw)
+
+
 def load_mix(path: str | Path) -> Mix:
     """Read and validate a mix file; an invalid one names the file and the key."""
     path = Path(path)
     try:
-        return Mix.model_validate(yaml.safe_load(path.read_text()) or {})
+        return Mix.model_validate(_raw(path))
     except ValidationError as exc:
         lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise ValueError("invalid mix file\n" + "\n".join(lines)) from None
@@ -310,6 +328,10 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
         families[r.source] = "contrast"
         extra += [r] * _copies(aug.contrast, f"{r.prompt}|{r.response}", mix.seed)
     planted_train, planted_held = injection_rows(aug.injections, mix.seed, aug.holdout) if aug.injections else ([], [])
+    if aug.real_injections:
+        inj = {(r.prompt, r.injection) for r in train if families.get(r.source) == "injection" and r.injection is not None}
+        planted_train += planted_rows(sorted(p for p, i in inj if i), sorted(p for p, i in inj if not i),
+                                      filler_pool, aug.real_injections, mix.seed, aug.holdout)
     for r in planted_train:
         families[r.source] = "injection"
     train += extra + planted_train
