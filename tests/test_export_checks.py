@@ -234,3 +234,42 @@ def test_init_refuses_a_model_without_trainable_weights(tiny_model: Path) -> Non
 
     with pytest.raises(ValueError, match="ships no trainable weights"):
         init_checkpoint(tiny_model)
+
+
+def test_merge_averages_two_models_weights_and_refuses_different_layouts(tiny_model: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """``beaverguard merge`` writes (1 - w)·a + w·b, reads shipped model directories as ``--init`` does."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("optimum.onnxruntime")
+    from safetensors.torch import load_file, save_file
+
+    from beaverguard.cli import main
+    from beaverguard.training.data import TRAIN_LABELS
+
+    a = _tiny_checkpoint(tiny_model, tmp_path / "a", labels=TRAIN_LABELS)
+    b = _tiny_checkpoint(tiny_model, tmp_path / "b", labels=TRAIN_LABELS)
+    weights_b = {k: v + 1.0 for k, v in load_file(b / "model.safetensors").items()}
+    save_file(weights_b, b / "model.safetensors", metadata={"format": "pt"})
+    weights_a = load_file(a / "model.safetensors")
+
+    assert main(["merge", str(a), str(b), "--weight", "0.25", "--out", str(tmp_path / "merged")]) == 0
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    assert merged.keys() == weights_a.keys()
+    assert all(torch.allclose(merged[k], 0.75 * weights_a[k] + 0.25 * weights_b[k]) for k in merged)
+    assert "merged 0.75" in capsys.readouterr().out
+
+    # a shipped model directory (bf16 weights, int8 word embeddings) is widened first, as --init does
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"prompt": p, "response": r, "is_safe": i % 2 == 0, "categories": None}) + "\n"
+                             for i, (p, r) in enumerate(PAIRS * 4)))
+    assert main(["export", "--checkpoint", str(a), "--out", str(tmp_path / "model"), "--calib", str(calib),
+                 "--max-length", "32"]) == 0
+    assert main(["merge", str(tmp_path / "model"), str(b), "--weight", "0", "--out", str(tmp_path / "same")]) == 0
+    same = load_file(tmp_path / "same" / "model.safetensors")
+    assert all(torch.allclose(same[k], weights_a[k], atol=0.02) for k in same)   # bf16 and int8 rounding only
+
+    other = _tiny_checkpoint(tiny_model, tmp_path / "other")   # 15 labels: another head
+    with pytest.raises(SystemExit, match="not the same layout"):
+        main(["merge", str(a), str(other), "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="merge weight 2"):
+        main(["merge", str(a), str(b), "--weight", "2", "--out", str(tmp_path / "bad")])

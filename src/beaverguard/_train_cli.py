@@ -47,6 +47,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="write the train/calib/test splits to OUT/splits and stop (no torch needed)")
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser("merge", help="average two trained models' weights into a checkpoint (needs the 'train' extra)")
+    p.add_argument("a", type=Path, help="a checkpoint or a shipped model directory (e.g. the model a run started from)")
+    p.add_argument("b", type=Path, help="another, of the same layout (e.g. that run's checkpoint)")
+    p.add_argument("--weight", type=float, default=0.5, help="b's share: 0 keeps a, 1 keeps b (default 0.5)")
+    p.add_argument("--out", type=Path, required=True, help="the merged checkpoint's directory (export it next)")
+    p.set_defaults(func=run_merge)
+
 
 def _mix_splits(args: argparse.Namespace) -> dict:
     """Build the mix's splits and write them (and the held-out sources) to OUT/splits."""
@@ -62,6 +69,17 @@ def _mix_splits(args: argparse.Namespace) -> dict:
     for name in ("train", "calib", "test", "holdout"):
         write_jsonl(getattr(data, name), args.out / "splits" / f"{name}.jsonl")
     return {"train": data.train, "calib": data.calib, "test": data.test}
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from beaverguard.training.train import merge
+
+    try:
+        merge(args.a, args.b, args.weight, args.out)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"beaverguard merge: {exc}") from None
+    print(f"merged {1 - args.weight:g} x {args.a} + {args.weight:g} x {args.b} into {args.out}")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ from beaverguard._categories import INJECTION, UNSAFE
 from beaverguard.training.data import LABELS, TRAIN_LABELS, Row, refusal_pairs, split_by_prompt, targets, write_jsonl
 from beaverguard.training.metrics import average_precision, best_f1_threshold, binary
 
-__all__ = ["TrainConfig", "train", "default_base", "init_checkpoint", "bf16_supported"]
+__all__ = ["TrainConfig", "train", "default_base", "init_checkpoint", "merge", "bf16_supported"]
 
 _UNSAFE, _INJECTION = TRAIN_LABELS.index(UNSAFE), TRAIN_LABELS.index(INJECTION)
 
@@ -88,6 +88,37 @@ def _widened(trainable: Path, dest: Path) -> Path:
         if (trainable / name).is_file():
             shutil.copy(trainable / name, dest / name)
     return dest
+
+
+def merge(a: Path, b: Path, weight: float, out: Path) -> Path:
+    """Write the checkpoint ``(1 - weight) * a + weight * b`` to ``out``; ``a`` and ``b`` as ``--init`` takes them.
+
+    Why: a run that continues a trained model on a new mix learns the new thing and forgets a little
+    of what the model judged well. Averaging its weights with the ones it started from keeps most of
+    both (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): model v3.3 is v3.1 and its
+    fourth epoch at 0.5. Both must have the same layout; the config and tokenizer are ``b``'s.
+    """
+    from safetensors.torch import load_file, save_file
+
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"merge weight {weight}: expected a number from 0 (all of a) to 1 (all of b)")
+    with tempfile.TemporaryDirectory(prefix="beaverguard-merge-") as tmp:
+        first = load_file(init_checkpoint(a, Path(tmp) / "a") / "model.safetensors")
+        b = init_checkpoint(b, Path(tmp) / "b")
+        second = load_file(b / "model.safetensors")
+        if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
+            raise ValueError(f"{a} and {b}: not the same layout (tensors differ: "
+                             f"{sorted(k for k in first.keys() | second.keys() if k not in first or k not in second or first[k].shape != second[k].shape)[:3]})")
+        out.mkdir(parents=True, exist_ok=True)
+        merged = {k: ((1 - weight) * first[k].float() + weight * second[k].float()).contiguous() for k in first}
+        save_file(merged, out / "model.safetensors", metadata={"format": "pt"})
+        config = json.loads((b / "config.json").read_text())
+        config.update({k: "float32" for k in ("dtype", "torch_dtype") if k in config})
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        for name in ("tokenizer.json", "conversation.json"):
+            if (b / name).is_file():
+                shutil.copy(b / name, out / name)
+    return out
 
 
 def bf16_supported(device) -> bool:
