@@ -25,9 +25,11 @@ guard that mangles ordinary text raises false positives:
    word ("4bu53" -> "abuse", "3vil" -> "evil"). "2nd", "100%", "mp3", "win10",
    "net7", "7am", "4K", "4c74", "i18n", "k8s", numbers with a point, comma,
    colon or times ("3.14", "v1.2", "12:30", "4x4"), e-mail addresses and URLs
-   stay as they are. In text where an eighth of the words or more were leet,
-   any word with leet digits that makes a known word is folded too ("70" ->
-   "to", "4" -> "a", "7h3" -> "the", but "2024" and "100" stay).
+   stay as they are; "$" is an s at a word's ends where that makes a word
+   ("l00k$", "$7up1d"), but "$and", "$HOME" and "$15" stay. In text where an
+   eighth of the words or more were leet, any word with leet digits (or "$")
+   that makes a known word is folded too ("70" -> "to", "4" -> "a", "7h3" ->
+   "the", "1$" -> "is", "n31ghb0r'$" -> "neighbor's"; but "2024" and "100" stay).
 
 Each step is linear in the text: regular expressions that start only where a
 run starts, a Python call only for words with a digit or symbol or for
@@ -75,6 +77,7 @@ _SPACED_PAIR = re.compile(r"(?<![\w@$])[A-Za-z0-9@$]([ .\-_*])[A-Za-z0-9@$](?![\
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
 _LEET_DIGITS = frozenset("013457")
+_LEET_ENDS = _LEET_DIGITS | {"$"}  # "l00k$", "$7up1d": the s of a plural or a first letter
 _LEET_TABLE = str.maketrans(_LEET)
 _LEET_UPPER_TABLE = str.maketrans({k: v.upper() for k, v in _LEET.items()})
 # Left alone: an e-mail address, a URL, or a number with a point, comma, colon or times ("3.14", "v1.2",
@@ -82,7 +85,7 @@ _LEET_UPPER_TABLE = str.maketrans({k: v.upper() for k, v in _LEET.items()})
 # leet symbols with a digit or symbol in it (plain words never reach Python). Each alternative starts only
 # where a run starts, so a megabyte without a space stays linear.
 _LEET_TOKEN = re.compile(r"((?<!\S)\S+@\S+\.\w+|(?<!\w)\w+://\S+|(?<![\w.])www\.\S+"
-                         r"|(?<![\w.,:])(?:[vV]?\d+(?:[.,:xX]\d+)+|\d+(?:\.\d+)?[eE][+-]?\d+|\d+%)|[$€£]\d+)"
+                         r"|(?<![\w.,:])(?:[vV]?\d+(?:[.,:xX]\d+)+|\d+(?:\.\d+)?[eE][+-]?\d+|\d+%)|[$€£]\d+(?!\w))"
                          r"|((?<![A-Za-z0-9@$!])[A-Za-z0-9@$!]*[0-9@$!][A-Za-z0-9@$!]*)")
 _NUMERONYM = re.compile(r"[A-Za-z][12]\d[A-Za-z]{1,2}")  # i18n, a11y, l10n (but not n00b, l33t)
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]{8,}")
@@ -92,6 +95,7 @@ _UNIT = re.compile(r"\d+[A-Za-z]{1,2}|[A-Za-z]{1,2}\d+")
 # Cheap pre-check: leet needs a digit or symbol between two letters, or a leet digit beside a letter.
 _LEET_NEAR = re.compile(r"[A-Za-z][0-9@$!]+[A-Za-z]|[A-Za-z][013457]|[013457][A-Za-z]")
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
+_POSSESSIVE_S = re.compile(r"(?<=[A-Za-z]')\$(?![\w$])")  # "n31ghb0r'$" in text written in leet
 
 
 def _script(ch: str) -> str:
@@ -160,9 +164,9 @@ def _unleet(token: str, heavy: bool) -> str:
         first, last = letters[0], letters[-1]
         inner = token[first:last + 1].translate(table)
         head, tail = token[:first], token[last + 1:]
-        if all(ch in _LEET_DIGITS for ch in head):
+        if all(ch in _LEET_ENDS for ch in head):
             head = head.translate(table)
-        if all(ch in _LEET_DIGITS for ch in tail):
+        if all(ch in _LEET_ENDS for ch in tail):
             tail = tail.translate(table)
         folded = head + inner + tail
         if any(ch in "2689" for ch in token):  # digits no leet uses: a name ("cs231n", "AW3423DW")
@@ -177,7 +181,10 @@ def _unleet(token: str, heavy: bool) -> str:
     # leet, not where it could be a name with a number ("net7", "COC4", "ipv4": one digit at the end),
     # hex ("4c74"), a unit ("7am", "4K") or a short word of one letter ("4w3", "u53"): "4bu53", "3vil",
     # "5734l" and "Cr3473" fold.
-    if not any(ch in _LEET_DIGITS for ch in token) or not all(ch.isalpha() or ch in _LEET_DIGITS for ch in token):
+    # In text written mostly in leet, "$" is an s here too ("b3$7", "1$"); elsewhere a "$and" or "$in" of
+    # code stays.
+    leet = _LEET_ENDS if heavy else _LEET_DIGITS
+    if not any(ch in leet for ch in token) or not all(ch.isalpha() or ch in leet for ch in token):
         return token  # nothing to fold, or other digits: "2024", "covid19", "mp4"
     folded = token.translate(table)
     if heavy:
@@ -204,7 +211,7 @@ def _fold_leet(text: str) -> str:
     out = _LEET_TOKEN.sub(lambda m: one(m, False), text)
     # Text written mostly in leet: words of leet digits are leet too ("70" for "to", "1" for "I").
     if folded >= 2 and folded * 8 >= len(text.split()):
-        out = _LEET_TOKEN.sub(lambda m: one(m, True), out)
+        out = _POSSESSIVE_S.sub("s", _LEET_TOKEN.sub(lambda m: one(m, True), out))
     return out
 
 
