@@ -35,9 +35,10 @@ from functools import cache, lru_cache
 from urllib.parse import unquote_plus
 
 from beaverguard._normalize import normalize
+from beaverguard._words import is_word
 from beaverguard._words import load as load_words
 
-__all__ = ["MAX_VIEWS", "decoded", "decoded_text", "load", "views"]
+__all__ = ["MAX_VIEWS", "decoded", "decoded_text", "decoded_views", "load", "views"]
 
 MAX_VIEWS = 10         # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
@@ -176,6 +177,13 @@ def _reversed(text: str) -> Iterator[Span]:
 _DECODERS: tuple[Callable[[str], Iterator[Span]], ...] = (_base64, _hex, _url, _rot13, _reversed)
 
 
+def _known_words(text: str) -> int:
+    """How many of ``text``'s words are common English words. A decoding stands in for the text only
+    where it reads better: a ROT13 "found" in text that is English once normalized (homoglyphs,
+    leetspeak) turns known words into noise, and the text is scored as it is too."""
+    return sum(map(is_word, _WORDS.findall(text)))
+
+
 def decoded(text: str) -> list[str]:
     """Decoded views of raw ``text``, not normalized: two per encoding found in it.
 
@@ -187,7 +195,22 @@ def decoded(text: str) -> list[str]:
     never saw such frames judges best. Views are decoded once more; at most
     ``MAX_VIEWS`` in all, none repeated, none longer than the text.
     """
+    return decoded_views(text)[0]
+
+
+def decoded_views(text: str) -> tuple[list[str], bool]:
+    """:func:`decoded`, and whether the first view stands for the text: it decodes spans that make up
+    most of the text in place, keeping every word around them.
+
+    Why: a model reads encoded text as noise, and noise is what it was never taught to call
+    harmless. The default model flags nine in ten URL-encoded everyday prompts, and a tenth of
+    reversed or ROT13 ones, as they are, while it judges their decodings as it judges plain text
+    (``benchmarks/evasion.py``). Where the encoded spans are most of the text and decoding them
+    makes more known words, the view with them decoded in place says everything the text
+    says, so it is scored instead of the text.
+    """
     out: list[str] = []
+    stands_for_text = False
     todo = [(text, 1)]
     while todo and len(out) < MAX_VIEWS:
         source, depth = todo.pop(0)
@@ -203,12 +226,16 @@ def decoded(text: str) -> list[str]:
             in_place = "".join([*parts, source[at:]])
             if len(in_place) - len(alone) > FRAME_CHARS:
                 in_place = alone  # a long text with a small encoded part: not scored twice over
+            elif not out:  # the first view found: does it stand for the text?
+                encoded = sum(len(source[start:end].strip()) for start, end, _ in spans)
+                stands_for_text = (encoded * 2 >= len("".join(source.split()))
+                                   and _known_words(normalize(in_place)) > _known_words(normalize(source)))
             for view in dict.fromkeys([in_place, alone]):
                 if view != source and view not in out and len(out) < MAX_VIEWS:
                     out.append(view)
             if depth < 2 and in_place != source:
                 todo.append((in_place, depth + 1))
-    return out
+    return out, stands_for_text and bool(out)
 
 
 def decoded_text(text: str) -> list[str]:
@@ -218,5 +245,11 @@ def decoded_text(text: str) -> list[str]:
 
 
 def views(text: str) -> list[str]:
-    """The text as the model should see it (normalized), then each decoded view, normalized; none twice."""
-    return list(dict.fromkeys([normalize(text), *map(normalize, decoded(text))]))
+    """The text as the model should see it (normalized), then each decoded view, normalized; none twice.
+
+    Where encoded spans make up most of the text, its first decoded view stands in for it
+    (:func:`decoded_views`).
+    """
+    found, stands_for_text = decoded_views(text)
+    first = [] if stands_for_text else [normalize(text)]
+    return list(dict.fromkeys([*first, *map(normalize, found)]))
