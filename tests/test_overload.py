@@ -113,11 +113,20 @@ async def test_a_streamed_check_refused_under_overload_follows_on_overload(make_
         for i in range(8):
             yield f"some bread text {i} "
 
-    crowd = asyncio.ensure_future(burst(guard, 40))
+    # Two crowds, each sending a burst as soon as its last one is decided, keep the queue full for as long
+    # as the stream lasts (one burst drains in about 0.2 s, and a slow CI machine takes longer than that).
+    streaming = True
+
+    async def keep_busy():
+        while streaming:
+            await burst(guard, 40)
+
+    crowds = [asyncio.ensure_future(keep_busy()) for _ in range(2)]
     while guard._batcher.pending < 5:  # the crowd's checks are queued
         await asyncio.sleep(0.001)
     chunks = [chunk async for chunk in handler("tell me about bread")]
-    await crowd
+    streaming = False
+    await asyncio.gather(*crowds)
     assert "".join(chunks) == "".join(f"some bread text {i} " for i in range(8))  # passed on, unscored
     guard.close()
     out = [r for r in records(tmp_path) if r["rail"] == "output"]
