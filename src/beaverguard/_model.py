@@ -26,7 +26,7 @@ from beaverguard._encoding import Conversation, Encoder
 from beaverguard._exceptions import ModelError
 from beaverguard._normalize import normalize as fold
 from beaverguard._types import Exchange, Rail
-from beaverguard._views import decoded_views
+from beaverguard._views import decoded_views, scored
 from beaverguard._views import load as load_views
 from beaverguard._words import load as load_words
 
@@ -307,15 +307,15 @@ class OnnxScorer:
         """``prepare(text)``, then (unless ``decode`` is off) each decoded view of the capped text, prepared.
 
         Where encoded spans make up most of the text, its first decoded view (those spans decoded in
-        place) stands in for it: the model reads encoded text as noise (``_views.decoded_views``).
+        place) may stand in for it: the model reads encoded text as noise (``_views.scored``).
         """
         first = self.prepare(text)
         if not self.decode:
             return [first]
         if self.max_tokens is not None:
             text = text[: self.max_tokens * _CHARS_PER_TOKEN]
-        found, stands_for_text = decoded_views(text)  # mostly encoded: its decoding in place is what it says
-        return list(dict.fromkeys([*([] if stands_for_text else [first]), *map(self.prepare, found)]))
+        found, mostly_encoded = decoded_views(text)
+        return scored(first, list(map(self.prepare, found)), mostly_encoded)
 
     def prepare(self, text: str) -> str:
         """The text as the model sees it: capped, valid UTF-8, and normalized unless that is off.

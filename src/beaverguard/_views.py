@@ -38,7 +38,7 @@ from beaverguard._normalize import normalize
 from beaverguard._words import is_word
 from beaverguard._words import load as load_words
 
-__all__ = ["MAX_VIEWS", "decoded", "decoded_text", "decoded_views", "load", "views"]
+__all__ = ["MAX_VIEWS", "decoded", "decoded_text", "decoded_views", "load", "scored", "views"]
 
 MAX_VIEWS = 10         # decoded views per text, at most (besides the text itself)
 MIN_KNOWN = 3          # distinct words that ROT13 or reversing must make known
@@ -177,13 +177,6 @@ def _reversed(text: str) -> Iterator[Span]:
 _DECODERS: tuple[Callable[[str], Iterator[Span]], ...] = (_base64, _hex, _url, _rot13, _reversed)
 
 
-def _known_words(text: str) -> int:
-    """How many of ``text``'s words are common English words. A decoding stands in for the text only
-    where it reads better: a ROT13 "found" in text that is English once normalized (homoglyphs,
-    leetspeak) turns known words into noise, and the text is scored as it is too."""
-    return sum(map(is_word, _WORDS.findall(text)))
-
-
 def decoded(text: str) -> list[str]:
     """Decoded views of raw ``text``, not normalized: two per encoding found in it.
 
@@ -199,18 +192,10 @@ def decoded(text: str) -> list[str]:
 
 
 def decoded_views(text: str) -> tuple[list[str], bool]:
-    """:func:`decoded`, and whether the first view stands for the text: it decodes spans that make up
-    most of the text in place, keeping every word around them.
-
-    Why: a model reads encoded text as noise, and noise is what it was never taught to call
-    harmless. The default model flags nine in ten URL-encoded everyday prompts, and a tenth of
-    reversed or ROT13 ones, as they are, while it judges their decodings as it judges plain text
-    (``benchmarks/evasion.py``). Where the encoded spans are most of the text and decoding them
-    makes more known words, the view with them decoded in place says everything the text
-    says, so it is scored instead of the text.
-    """
+    """:func:`decoded`, and whether the first view decodes in place spans that make up most of the
+    text (then :func:`scored` may let it stand in for the text)."""
     out: list[str] = []
-    stands_for_text = False
+    mostly_encoded = False
     todo = [(text, 1)]
     while todo and len(out) < MAX_VIEWS:
         source, depth = todo.pop(0)
@@ -226,16 +211,15 @@ def decoded_views(text: str) -> tuple[list[str], bool]:
             in_place = "".join([*parts, source[at:]])
             if len(in_place) - len(alone) > FRAME_CHARS:
                 in_place = alone  # a long text with a small encoded part: not scored twice over
-            elif not out:  # the first view found: does it stand for the text?
+            elif not out and in_place != source:  # the first view, decoded in place: most of the text?
                 encoded = sum(len(source[start:end].strip()) for start, end, _ in spans)
-                stands_for_text = (encoded * 2 >= len("".join(source.split()))
-                                   and _known_words(normalize(in_place)) > _known_words(normalize(source)))
+                mostly_encoded = encoded * 2 >= len("".join(source.split()))
             for view in dict.fromkeys([in_place, alone]):
                 if view != source and view not in out and len(out) < MAX_VIEWS:
                     out.append(view)
             if depth < 2 and in_place != source:
                 todo.append((in_place, depth + 1))
-    return out, stands_for_text and bool(out)
+    return out, mostly_encoded
 
 
 def decoded_text(text: str) -> list[str]:
@@ -244,12 +228,29 @@ def decoded_text(text: str) -> list[str]:
     return [plain for decoder in (_base64, _hex, _url) for _, _, plain in decoder(text)]
 
 
-def views(text: str) -> list[str]:
-    """The text as the model should see it (normalized), then each decoded view, normalized; none twice.
+def scored(text: str, found: list[str], mostly_encoded: bool) -> list[str]:
+    """The views to score, none twice: ``text`` and ``found`` (its decoded views, :func:`decoded_views`),
+    both as the model sees them.
 
-    Where encoded spans make up most of the text, its first decoded view stands in for it
-    (:func:`decoded_views`).
+    Why the text may be left out: a model reads encoded text as noise, and noise is what it was never
+    taught to call harmless. The default model flags nine in ten URL-encoded everyday prompts, and a
+    tenth of reversed or ROT13 ones, as they are, while it judges their decodings as it judges plain
+    text (``benchmarks/evasion.py``). So where encoded spans are most of the text and their decoding
+    in place makes more known words, that view says everything the text says and stands in for it.
+    Not where a ROT13 "found" in text that is English once normalized (homoglyphs, leetspeak) turns
+    known words into noise: then the text is scored too.
     """
-    found, stands_for_text = decoded_views(text)
-    first = [] if stands_for_text else [normalize(text)]
-    return list(dict.fromkeys([*first, *map(normalize, found)]))
+    if mostly_encoded and _known_words(found[0]) > _known_words(text):
+        return list(dict.fromkeys(found))
+    return list(dict.fromkeys([text, *found]))
+
+
+def _known_words(text: str) -> int:
+    """How many of ``text``'s words are common English words."""
+    return sum(map(is_word, _WORDS.findall(text)))
+
+
+def views(text: str) -> list[str]:
+    """The text as the model should see it (normalized), then each decoded view, normalized (:func:`scored`)."""
+    found, mostly_encoded = decoded_views(text)
+    return scored(normalize(text), list(map(normalize, found)), mostly_encoded)

@@ -106,9 +106,10 @@ def merge(a: Path, b: Path, weight: float, out: Path) -> Path:
         first = load_file(init_checkpoint(a, Path(tmp) / "a") / "model.safetensors")
         b = init_checkpoint(b, Path(tmp) / "b")
         second = load_file(b / "model.safetensors")
-        if first.keys() != second.keys() or any(first[k].shape != second[k].shape for k in first):
-            raise ValueError(f"{a} and {b}: not the same layout (tensors differ: "
-                             f"{sorted(k for k in first.keys() | second.keys() if k not in first or k not in second or first[k].shape != second[k].shape)[:3]})")
+        differ = sorted(k for k in first.keys() | second.keys()
+                        if k not in first or k not in second or first[k].shape != second[k].shape)
+        if differ:
+            raise ValueError(f"{a} and {b}: not the same layout (tensors differ: {differ[:3]})")
         out.mkdir(parents=True, exist_ok=True)
         merged = {k: ((1 - weight) * first[k].float() + weight * second[k].float()).contiguous() for k in first}
         save_file(merged, out / "model.safetensors", metadata={"format": "pt"})
