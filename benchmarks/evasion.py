@@ -230,6 +230,7 @@ def main() -> None:
     unicode_changed = [p for p in changed if _unicode_only(p) != p]
     other = [p for p in changed if _unicode_only(p) == p]
     with_views = [p for p in every_benign if decoded(p)]
+    stood_in = [p for p in with_views if normalize(p) not in views(p)]  # scored as its decoding alone
     print(f"benign prompts changed by normalization: {len(changed)} ({len(unicode_changed)} by Unicode steps)")
     cost_rows, cost_note = cost(benign, harmful, args.cost_mb)
 
@@ -256,7 +257,8 @@ def main() -> None:
         (f"Benign prompts as they are, all {len(every_benign)} of `{args.benign.name}`: normalization changed "
          f"{len(changed)}, {len(unicode_changed)} of them by its Unicode steps (NFKC, invisible characters, "
          f"look-alikes: something to undo) and {len(other)} by spaced-letter or leetspeak folding alone; decoding "
-         f"found an encoded span (an extra view) in {len(with_views)}."),
+         f"found an encoded span (an extra view) in {len(with_views)}, and in {len(stood_in)} of them the "
+         "decoding stood in for the text (mostly encoded)."),
         "",
         "Obfuscations: " + DESCRIPTIONS,
         "",
