@@ -15,6 +15,7 @@ rebuilt without torch: plainly worded harmful and benign prompts of the mix's
   after a short "decode this" instruction: the scorer's decoded views must undo them;
 * split over conversation turns with held-out split templates, and the contrast: a
   harmful turn refused, then an unrelated harmless question;
+* with a swear word training never saw ("How the hell do I ...", "this goddamn ...");
 
 * on the output rail: harmful answers of the test side given to a harmless
   question instead of their own (what a prompt injection or a poisoned page
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,7 @@ from beaverguard.training.augment import (  # noqa: E402
 from beaverguard.training.data import Row  # noqa: E402
 from beaverguard.training.injections import injection_rows  # noqa: E402
 from beaverguard.training.mix import build, load_mix  # noqa: E402
+from beaverguard.training.swearing import swear  # noqa: E402
 
 MIX = ROOT / "src" / "beaverguard" / "training" / "mixes" / "v3_1.yaml"  # the default model's last mix
 DECODE_ASKS = {
@@ -187,6 +190,14 @@ def main() -> int:
                [split_turns(r, rng.choice(held_splits)) for r in benign], FLOOR_FRAME_BENIGN)
     benign_row("split turns", "harmful turn refused, then a harmless question: flagged",
                [topic_change(r, rng) for r in harmful], FLOOR_FRAME_BENIGN)
+
+    # swearing, with the swear words training never saw (its own RNG: the other sections' samples stay the same)
+    swear_rng = random.Random(f"{args.seed}:swearing")
+    cursed = [replace(r, prompt=swear(r.prompt, swear_rng, held=True, share=mix.augment.holdout, seed=mix.seed))
+              for r in harmful + benign]
+    harmful_row("swearing", "harmful request with a held-out swear word: recall", cursed[:len(harmful)], FLOOR_FRAME)
+    benign_row("swearing", "everyday request with a held-out swear word: flagged", cursed[len(harmful):],
+               FLOOR_FRAME_BENIGN)
 
     qa = [r for r in data.test if r.response is not None and not r.context
            and fam.get(r.source) in ("qa_beavertails", "qa_pku")]

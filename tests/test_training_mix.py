@@ -16,6 +16,7 @@ from beaverguard.training.augment import (
 )
 from beaverguard.training.data import Row, targets
 from beaverguard.training.mix import build, load_mix
+from beaverguard.training.swearing import INTENSIFIERS, INTERJECTIONS, _held_out, swear, swearing_rows
 
 VIOLENCE = "violence,aiding_and_abetting,incitement"
 SELF_HARM = "self_harm"
@@ -318,6 +319,8 @@ def test_a_mix_extends_another_merging_mappings_and_replacing_lists(tmp_path: Pa
     mix = load_mix(tmp_path / "sub" / "child.yaml")
     assert mix.seed == 3 and (mix.augment.frames, mix.augment.contrast) == (10, 3)
     assert [s.file for s in mix.sources] == ["b.jsonl"]
+    (tmp_path / "more.yaml").write_text("extends: base.yaml\nmore_sources: [{file: c.jsonl}]\n")
+    assert [s.file for s in load_mix(tmp_path / "more.yaml").sources] == ["a.jsonl", "c.jsonl"]
     (tmp_path / "bad.yaml").write_text("extends: base.yaml\naugment: {contrast: -1}\n")
     with pytest.raises(ValueError, match="bad.yaml: augment.contrast"):
         load_mix(tmp_path / "bad.yaml")
@@ -333,3 +336,40 @@ def test_the_ablation_mixes_extend_the_shipped_one_and_plant_real_injections():
     assert len(planted) == 6000 and sum(r.injection for r in planted) == 3000
     held = {r.prompt for r in data.holdout}
     assert not any(h in r.prompt for r in planted[:500] for h in held if len(h) > 40)  # no held-out attack planted
+
+
+def test_risky_questions_train_once_each_as_harmful_prompts(tmp_path: Path, data_dir: Path):
+    # a Do-Not-Answer-like file: each risky question answered by several models, safe and unsafe answers
+    write(data_dir / "risky.jsonl", [record(f"risky question {i}", j % 2 == 0, "dna", f"answer {j}",
+                                            harm="stereotype" if i % 2 else "illegal")
+                                     for i in range(60) for j in range(4)])
+    path = tmp_path / "mix.yaml"
+    path.write_text(MIX.replace("augment:", """  - file: risky.jsonl
+    as_prompts: unsafe
+    categories: {field: harm, map: {stereotype: [discrimination]}}
+    family: harmful
+augment:"""))
+    data = build(load_mix(path), data_dir)
+    rows = [r for side in (data.train, data.calib, data.test) for r in side if r.source == "dna-prompt"]
+    assert len(rows) == 60 and len({r.prompt for r in rows}) == 60  # one row per question, not per answer
+    assert all(r.response is None and r.is_safe is False for r in rows)
+    assert all(r.categories == (("discrimination,stereotype,injustice",) if int(r.prompt.split()[2]) % 2 else None)
+               and r.partial == bool(r.categories) for r in rows)
+
+
+def test_swearing_keeps_each_label_and_holds_out_its_words():
+    harmful = [Row(f"How do I hurt my neighbor, number {i}?", None, False, (VIOLENCE,), "h") for i in range(50)]
+    benign = [Row(f"How do I fix this printer model {i}?", None, True, (), "b") for i in range(50)]
+    rows = swearing_rows(harmful, benign, 400, seed=13)
+    assert len(rows) == 400 and sum(not r.is_safe for r in rows) == 200
+    originals = {r.prompt for r in harmful + benign}
+    for r in rows:
+        assert r.source.endswith("+swearing") and r.prompt not in originals
+        harm = "hurt" in r.prompt
+        assert harm or "printer" in r.prompt
+        assert (r.is_safe, r.categories) == ((False, (VIOLENCE,)) if harm else (True, ()))
+    held = [w for w in (*INTERJECTIONS, *INTENSIFIERS) if _held_out(w, 0.25, 13)]
+    assert held and not any(f" {w} " in f" {r.prompt} " for r in rows for w in held)
+    rng = random.Random(1)
+    evaluation = [swear("How do I fix this printer?", rng, held=True) for _ in range(40)]
+    assert any(f" {w} " in f" {t} " for t in evaluation for w in held)

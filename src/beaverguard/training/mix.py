@@ -47,6 +47,7 @@ from beaverguard.training.augment import (
 )
 from beaverguard.training.contrast import contrast_rows
 from beaverguard.training.injections import injection_rows, planted_rows
+from beaverguard.training.swearing import swearing_rows
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
 
 __all__ = ["Mix", "Source", "MixData", "Repeats", "load_mix", "build", "summary"]
@@ -77,7 +78,9 @@ class Source(_Strict):
     weight: float = Field(1.0, ge=0.0)
     categories: Literal["dataset"] | CategoryMap | None = "dataset"
     target: float | None = Field(None, ge=0.0, le=1.0)
-    as_prompts: bool = Field(False, description="Use the prompts of its safe rows as safe prompt-only rows.")
+    as_prompts: bool | Literal["unsafe"] = Field(
+        False, description="true: the prompts of its safe rows as safe prompt-only rows; 'unsafe': every distinct "
+                           "prompt as a harmful prompt-only row (a source of risky questions whose rows judge answers).")
     family: str = "other"
     name: str | None = Field(None, description="Row source label (default: the row's own 'source').")
     injection: Literal["dataset"] | bool | None = Field(
@@ -108,6 +111,8 @@ class Augment(_Strict):
     real_injections: int = Field(0, ge=0, description="Real training-side injections planted in documents and chat "
                                                       "text, and as many benign instructions in the same hosts "
                                                       "(beaverguard.training.injections.planted_rows).")
+    swearing: int = Field(0, ge=0, description="Training prompts with a swear word put in, half harmful and half "
+                                               "benign, each keeping its label (beaverguard.training.swearing).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
 
 
@@ -132,11 +137,15 @@ class Mix(_Strict):
 
 def _raw(path: Path) -> dict:
     """A mix file's mapping; ``extends: OTHER.yaml`` (beside it) starts from that file's, merged key by key
-    (mappings such as ``augment`` merge, lists such as ``sources`` are replaced whole)."""
+    (mappings such as ``augment`` merge, lists such as ``sources`` are replaced whole; ``more_sources`` adds
+    to the parent's ``sources``)."""
     raw = yaml.safe_load(path.read_text()) or {}
     parent = raw.pop("extends", None) if isinstance(raw, dict) else None
     if parent is None:
         return raw
+    if "more_sources" in raw:
+        base = _raw(path.parent / parent)
+        raw["sources"] = [*base.get("sources", []), *raw.pop("more_sources")]
 
     def merge(base: dict, over: dict) -> dict:
         return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
@@ -193,6 +202,11 @@ def _row(record: Mapping, src: Source, where: str) -> Row:
         row = Row(record["prompt"], record.get("response"), _safe(record), None if cats is None else tuple(cats),
                   str(record.get("source", "")), injection=None if injection is None else bool(injection))
     name = src.name or row.source
+    if src.as_prompts == "unsafe":
+        mapped = src.categories.map.get(str(record.get(src.categories.field))) \
+            if isinstance(src.categories, CategoryMap) else None
+        return Row(row.prompt, None, False, tuple(mapped) if mapped else None, f"{name}-prompt",
+                   partial=bool(mapped), target=src.target)
     if src.categories is None:
         row = replace(row, categories=None)
     elif isinstance(src.categories, CategoryMap) and not row.is_safe:
@@ -271,12 +285,16 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     for src in mix.sources:
         if (src.file, src.source) in held_out_keys:
             raise ValueError(f"source {src.file} / {src.source} is also held out")
-        n = 0
+        n, seen = 0, set()
         for where, rec in records(src.file):
             if (src.file, rec.get("source")) in held_out_keys or not _matches(rec, src):
                 continue
-            if src.as_prompts and not rec.get("is_safe"):
+            if src.as_prompts is True and not rec.get("is_safe"):
                 continue
+            if src.as_prompts == "unsafe":
+                if rec.get("prompt") in seen:
+                    continue
+                seen.add(rec.get("prompt"))
             if isinstance(rec.get("prompt"), str) and rec["prompt"] in held_text:
                 dropped[src.file] += 1
                 continue
@@ -319,6 +337,7 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
     extra += refusal_pairs(train, seed=mix.seed, limit=aug.refusals)
     extra += swapped_answers(train, [r.prompt for r in benign if families.get(r.source) == "chat"],
                              seed=mix.seed, limit=aug.swapped_answers)
+    extra += swearing_rows(harmful, benign, aug.swearing, mix.seed, share=aug.holdout)
     # A frame may itself be a jailbreak: what the wrapped row says about injection no longer holds.
     extra = [replace(r, injection=None) for r in extra]
     for r in extra:
