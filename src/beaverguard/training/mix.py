@@ -11,7 +11,9 @@ to rows whose fields match ``where``. Per source it says
   positives; the others stay unknown);
 * ``target``: a soft ``unsafe`` target for rows near the line (a plainly safe
   row has 0, a plainly harmful one 1);
-* ``as_prompts``: train the prompts of its safe rows as safe prompt-only rows;
+* ``as_prompts``: train the prompts of its safe rows as safe prompt-only rows, or
+  (``unsafe``) each distinct prompt as a harmful one (a file of risky questions
+  whose rows judge their answers);
 * ``family``: the family it is calibrated and reported with (``chat``,
   ``lookalike``, ``harmful``, ``qa``, ...).
 
@@ -23,7 +25,8 @@ by normalised prompt (train / calib / test), so no prompt is on two sides. ``aug
 (:mod:`beaverguard.training.augment`) to build from training-side rows.
 ``calibration`` sets the false-positive budgets per rail and family that
 :func:`beaverguard.training.calibrate.calibrate_decision` meets. ``extends: OTHER.yaml`` starts
-from another mix file and changes only what it names (an ablation is one line: ``mixes/ablation``).
+from another mix file and changes only what it names (an ablation is one line: ``mixes/ablation``);
+``more_sources`` adds sources to the parent's.
 """
 
 from __future__ import annotations
