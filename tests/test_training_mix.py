@@ -340,9 +340,9 @@ def test_the_ablation_mixes_extend_the_shipped_one_and_plant_real_injections():
 
 def test_risky_questions_train_once_each_as_harmful_prompts(tmp_path: Path, data_dir: Path):
     # a Do-Not-Answer-like file: each risky question answered by several models, safe and unsafe answers
-    write(data_dir / "risky.jsonl", [record(f"risky question {i}", j % 2 == 0, "dna", f"answer {j}",
-                                            harm="stereotype" if i % 2 else "illegal")
-                                     for i in range(60) for j in range(4)])
+    write(data_dir / "risky.jsonl", [record(f"risky question {i}", None if j == 0 else j % 2 == 0, "dna",
+                                            f"answer {j}", harm="stereotype" if i % 2 else "illegal")
+                                     for i in range(60) for j in range(4)])  # a row without a label is fine
     path = tmp_path / "mix.yaml"
     path.write_text(MIX.replace("augment:", """  - file: risky.jsonl
     as_prompts: unsafe

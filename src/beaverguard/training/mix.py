@@ -195,6 +195,12 @@ def _matches(record: Mapping, src: Source | Holdout) -> bool:
 
 
 def _row(record: Mapping, src: Source, where: str) -> Row:
+    if src.as_prompts == "unsafe":  # the source's design is the label: its rows may carry none
+        mapped = src.categories.map.get(str(record.get(src.categories.field))) \
+            if isinstance(src.categories, CategoryMap) else None
+        return Row(record["prompt"], None, False, tuple(mapped) if mapped else None,
+                   f"{src.name or record.get('source', '')}-prompt", partial=bool(mapped), target=src.target,
+                   injection=src.injection if isinstance(src.injection, bool) else None)
     if isinstance(record.get("category"), dict):  # the Hugging Face BeaverTails layout
         row = from_hf_record(record, where)
     else:
@@ -205,11 +211,6 @@ def _row(record: Mapping, src: Source, where: str) -> Row:
         row = Row(record["prompt"], record.get("response"), _safe(record), None if cats is None else tuple(cats),
                   str(record.get("source", "")), injection=None if injection is None else bool(injection))
     name = src.name or row.source
-    if src.as_prompts == "unsafe":
-        mapped = src.categories.map.get(str(record.get(src.categories.field))) \
-            if isinstance(src.categories, CategoryMap) else None
-        return Row(row.prompt, None, False, tuple(mapped) if mapped else None, f"{name}-prompt",
-                   partial=bool(mapped), target=src.target)
     if src.categories is None:
         row = replace(row, categories=None)
     elif isinstance(src.categories, CategoryMap) and not row.is_safe:
