@@ -16,7 +16,7 @@ from beaverguard.training.augment import (
 )
 from beaverguard.training.data import Row, targets
 from beaverguard.training.mix import build, load_mix
-from beaverguard.training.swearing import INTENSIFIERS, INTERJECTIONS, _held_out, swear, swearing_rows
+from beaverguard.training.swearing import INTENSIFIERS, INTERJECTIONS, held_out, swear, swearing_rows
 
 VIOLENCE = "violence,aiding_and_abetting,incitement"
 SELF_HARM = "self_harm"
@@ -368,7 +368,7 @@ def test_swearing_keeps_each_label_and_holds_out_its_words():
         harm = "hurt" in r.prompt
         assert harm or "printer" in r.prompt
         assert (r.is_safe, r.categories) == ((False, (VIOLENCE,)) if harm else (True, ()))
-    held = [w for w in (*INTERJECTIONS, *INTENSIFIERS) if _held_out(w, 0.25, 13)]
+    held = [w for w in (*INTERJECTIONS, *INTENSIFIERS) if held_out(w, 0.25, 13)]
     assert held and not any(f" {w} " in f" {r.prompt} " for r in rows for w in held)
     rng = random.Random(1)
     evaluation = [swear("How do I fix this printer?", rng, held=True) for _ in range(40)]

@@ -246,8 +246,10 @@ async def test_overload_is_429_with_retry_after_and_never_reaches_the_upstream(g
     refused = [r for r in responses if r.status_code == 429]
     seen = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
     assert refused, "no request was refused: the flood did not overload the guard"
-    assert {r.status_code for r in chats} <= {200, 429}, seen
-    assert {r.status_code for r in moderations} <= {200, 429, 503}, seen  # 503: a check timed out, no verdict
+    # 413 where the estimate of this machine's speed (slow under load) says the text can never fit timeout_s
+    assert {r.status_code for r in chats} <= {200, 413, 429}, seen
+    assert {r.status_code for r in moderations} <= {200, 413, 429, 503}, seen  # 503: a check timed out, no verdict
+    assert all(r.json()["error"]["code"] == "text_too_long" for r in responses if r.status_code == 413), seen
     assert all(r.json()["error"]["code"] == "no_verdict" for r in moderations if r.status_code == 503)
     for r in refused:  # whole seconds, from the refusal's own estimate
         assert int(r.headers["retry-after"]) >= 1 and r.json()["error"]["code"] == "overloaded"

@@ -146,14 +146,14 @@ def _raw(path: Path) -> dict:
     parent = raw.pop("extends", None) if isinstance(raw, dict) else None
     if parent is None:
         return raw
+    base = _raw(path.parent / parent)
     if "more_sources" in raw:
-        base = _raw(path.parent / parent)
         raw["sources"] = [*base.get("sources", []), *raw.pop("more_sources")]
 
     def merge(base: dict, over: dict) -> dict:
         return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
                            for k, v in over.items()}}
-    return merge(_raw(path.parent / parent), raw)
+    return merge(base, raw)
 
 
 def load_mix(path: str | Path) -> Mix:
@@ -194,10 +194,15 @@ def _matches(record: Mapping, src: Source | Holdout) -> bool:
     return True
 
 
+def _mapped(record: Mapping, src: Source) -> list[str] | None:
+    """The source's own category of a row, mapped onto ours (None: unmapped, or no map)."""
+    return src.categories.map.get(str(record.get(src.categories.field))) \
+        if isinstance(src.categories, CategoryMap) else None
+
+
 def _row(record: Mapping, src: Source, where: str) -> Row:
     if src.as_prompts == "unsafe":  # the source's design is the label: its rows may carry none
-        mapped = src.categories.map.get(str(record.get(src.categories.field))) \
-            if isinstance(src.categories, CategoryMap) else None
+        mapped = _mapped(record, src)
         return Row(record["prompt"], None, False, tuple(mapped) if mapped else None,
                    f"{src.name or record.get('source', '')}-prompt", partial=bool(mapped), target=src.target,
                    injection=src.injection if isinstance(src.injection, bool) else None)
@@ -214,7 +219,7 @@ def _row(record: Mapping, src: Source, where: str) -> Row:
     if src.categories is None:
         row = replace(row, categories=None)
     elif isinstance(src.categories, CategoryMap) and not row.is_safe:
-        mapped = src.categories.map.get(str(record.get(src.categories.field)))
+        mapped = _mapped(record, src)
         row = replace(row, categories=tuple(mapped) if mapped else None, partial=bool(mapped))
     if src.as_prompts:
         row = Row(row.prompt, None, True, (), f"{name}-prompt")

@@ -16,14 +16,14 @@ held-out ones.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import replace
 
+from beaverguard.training.augment import _held_out
 from beaverguard.training.data import Row
 
-__all__ = ["INTERJECTIONS", "INTENSIFIERS", "REMARKS", "swear", "swearing_rows"]
+__all__ = ["INTERJECTIONS", "INTENSIFIERS", "REMARKS", "held_out", "swear", "swearing_rows"]
 
 INTERJECTIONS = (
     "Damn,", "Dammit,", "Shit,", "Crap,", "Fuck,", "Ugh, fuck.", "Holy shit,", "Goddammit,", "For fuck's sake,",
@@ -47,13 +47,13 @@ _DETERMINER = re.compile(r"\b(the|this|that|my|your|our|these|those|his|her|thei
                          r"(?!(?:best|most|least|first|last|same|other|only|right|way)\b)(?=[a-z])")
 
 
-def _held_out(word: str, share: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:swear:{word}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+def held_out(word: str, share: float = 0.25, seed: int = 13) -> bool:
+    """Whether ``word`` is in the held-out share (stable: a hash of the word and the seed)."""
+    return _held_out(f"swear:{word}", share, seed)
 
 
 def _pick(words: tuple[str, ...], rng: random.Random, held: bool, share: float, seed: int) -> str:
-    side = [w for w in words if _held_out(w, share, seed) == held]
+    side = [w for w in words if held_out(w, share, seed) == held]
     return rng.choice(side or words)  # a list too short to split is shared
 
 

@@ -104,8 +104,8 @@ def merge(a: Path, b: Path, weight: float, out: Path) -> Path:
         raise ValueError(f"merge weight {weight}: expected a number from 0 (all of a) to 1 (all of b)")
     with tempfile.TemporaryDirectory(prefix="beaverguard-merge-") as tmp:
         first = load_file(init_checkpoint(a, Path(tmp) / "a") / "model.safetensors")
-        b = init_checkpoint(b, Path(tmp) / "b")
-        second = load_file(b / "model.safetensors")
+        source = init_checkpoint(b, Path(tmp) / "b")
+        second = load_file(source / "model.safetensors")
         differ = sorted(k for k in first.keys() | second.keys()
                         if k not in first or k not in second or first[k].shape != second[k].shape)
         if differ:
@@ -113,12 +113,12 @@ def merge(a: Path, b: Path, weight: float, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         merged = {k: ((1 - weight) * first[k].float() + weight * second[k].float()).contiguous() for k in first}
         save_file(merged, out / "model.safetensors", metadata={"format": "pt"})
-        config = json.loads((b / "config.json").read_text())
+        config = json.loads((source / "config.json").read_text())
         config.update({k: "float32" for k in ("dtype", "torch_dtype") if k in config})
         (out / "config.json").write_text(json.dumps(config, indent=2))
         for name in ("tokenizer.json", "conversation.json"):
-            if (b / name).is_file():
-                shutil.copy(b / name, out / name)
+            if (source / name).is_file():
+                shutil.copy(source / name, out / name)
     return out
 
 
