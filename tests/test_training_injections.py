@@ -52,3 +52,21 @@ def test_real_injections_are_planted_with_a_benign_twin_in_the_same_host():
     held_carriers = {name for name, _ in held_split(CARRIERS, 0.25, 1, "injection", key=lambda c: c[0])[1]}
     assert held_carriers and not held_carriers & hosts  # held-out carriers stay held out
     assert planted_rows(attacks, benign, filler, 200, seed=1) == rows
+
+
+def test_composed_injections_hold_out_every_slot_and_pair_each_with_a_note_to_people_in_the_same_host():
+    from beaverguard.training import composed
+
+    filler = ["The weather was mild and we walked along the river before lunch at the market."] * 5
+    train, held = composed.composed_rows(800, seed=3, filler=filler)
+    assert len(train) == 1600 and len(held) == 400
+    for attack, note in zip(train[::2], train[1::2]):
+        assert attack.injection is True and attack.is_safe is None and attack.source == note.source
+        assert note.injection is False and note.is_safe is True
+    assert {r.source.split(":")[1] for r in train} >= {"bare", "start", "middle", "end", "email"}
+    slots = [(composed.ADDRESS, "{}, "), (composed.PEOPLE, "{}, "), (composed.TURN, ", {}"),
+             (composed.TURN_BENIGN, ", {}"), (composed._SECRET, " {} ")]
+    for items, fmt in slots:  # case-sensitive, with the punctuation around a slot, so "LLM" is not in "AI model"
+        in_train, in_held = ({i for i in items for r in rows if fmt.format(i) in r.prompt} for rows in (train, held))
+        assert in_held and not in_train & in_held, items
+    assert composed.composed_rows(50, seed=3, filler=filler) == composed.composed_rows(50, seed=3, filler=filler)

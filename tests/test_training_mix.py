@@ -270,8 +270,11 @@ def test_a_mix_trains_injection_rows_on_the_injection_output_only(tmp_path: Path
         "  - {file: inj.jsonl, source: attacks, injection: dataset, family: injection}\n"
         "  - {file: inj.jsonl, source: benign-data, injection: dataset, family: injection}\n"
         "  - {file: benign.jsonl, source: chat, name: chat-inj, injection: false, family: chat}\n")
-    path.write_text(text.replace("  refusals: 10\n", "  refusals: 10\n  contrast: 1\n"))
+    path.write_text(text.replace("  refusals: 10\n", "  refusals: 10\n  contrast: 1\n  composed_injections: 40\n"))
     data = build(load_mix(path), data_dir)
+    composed = [r for r in data.train if r.source.startswith("composed-train:")]
+    assert len(composed) == 80 and sum(r.injection for r in composed) == 40
+    assert sum(r.source.startswith("composed-held:") for r in data.heldout_injections) == 20
     inj = [r for r in data.train if r.source in ("attacks", "benign-data")]
     assert inj and all(r.is_safe is None and r.injection == (r.source == "attacks") for r in inj)
     assert {r.source for r in data.holdout if r.injection} == {"held-attacks"}

@@ -49,6 +49,7 @@ from beaverguard.training.augment import (
     FRAMES, Template, augment, lookalike_rows, split_templates, wild_templates,
 )
 from beaverguard.training.contrast import contrast_rows
+from beaverguard.training.composed import composed_rows
 from beaverguard.training.injections import injection_rows, planted_rows
 from beaverguard.training.swearing import swearing_rows
 from beaverguard.training.data import Row, _group, from_hf_record, refusal_pairs, split_by_prompt
@@ -114,6 +115,9 @@ class Augment(_Strict):
     real_injections: int = Field(0, ge=0, description="Real training-side injections planted in documents and chat "
                                                       "text, and as many benign instructions in the same hosts "
                                                       "(beaverguard.training.injections.planted_rows).")
+    composed_injections: int = Field(0, ge=0, description="Injections composed from parts (address, turn, goal) and "
+                                                          "as many benign notes to people from the same grammar, "
+                                                          "in hosts (beaverguard.training.composed).")
     swearing: int = Field(0, ge=0, description="Training prompts with a swear word put in, half harmful and half "
                                                "benign, each keeping its label (beaverguard.training.swearing).")
     filler: list[str] = Field(default_factory=list, description="Families whose prompts make benign long context.")
@@ -360,6 +364,10 @@ def build(mix: Mix, data_dir: str | Path | None = None) -> MixData:
         inj = {(r.prompt, r.injection) for r in train if families.get(r.source) == "injection" and r.injection is not None}
         planted_train += planted_rows(sorted(p for p, i in inj if i), sorted(p for p, i in inj if not i),
                                       filler_pool, aug.real_injections, mix.seed, aug.holdout)
+    if aug.composed_injections:
+        composed_train, composed_held = composed_rows(aug.composed_injections, mix.seed, aug.holdout, filler_pool)
+        planted_train += composed_train
+        planted_held += composed_held
     for r in planted_train:
         families[r.source] = "injection"
     train += extra + planted_train
