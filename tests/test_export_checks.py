@@ -220,7 +220,8 @@ def test_export_ships_trainable_weights_and_train_continues_from_them(tiny_model
     train_rows = [Row(p, r, i % 2 == 0, None) for i, (p, r) in enumerate(PAIRS * 2)]
     run = tmp_path / "run"
     train({"train": train_rows, "calib": train_rows, "test": train_rows},
-          TrainConfig(out=run, init=out, epochs=1, lr=0.0, batch_size=4, max_length=32, bf16=False))
+          TrainConfig(out=run, init=out, epochs=1, lr=0.0, batch_size=len(train_rows), max_length=32, bf16=False))
+    # (one batch: a run of a single step once divided by zero in the learning-rate schedule)
     continued = load_file(run / "checkpoint" / "model.safetensors")
     # lr 0: the continued run's weights are the shipped ones exactly (bf16 widened to fp32; embeddings dequantized)
     key = "bert.embeddings.word_embeddings.weight"

@@ -335,7 +335,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(0.06 * total))  # linear warm-up, then linear decay to zero
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup))))
+        optim, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
     lengths = [_length(e) for e in encs]
     # Rare categories get their positives weighted up (neg/pos, capped), so their scores are not drowned.
     pos = (y * mask).sum(0)
