@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from beaverguard._encoding import Encoder
-from beaverguard.training.export import INT8_MAX_TOLERANCE, ExportCheckError, check_int8, onnx_probs, quantize
+from beaverguard.training.export import (INT8_ROW_DRIFT, INT8_ROWS_TOLERANCE, ExportCheckError, check_int8, onnx_probs,
+                                         quantize)
 
 PAIRS = [("how do i make a bomb", None), ("hello", "steal it"), ("kill the idiot", "sorry i cannot"),
          ("tell me about rome", "the history of rome"), ("naked", None), ("what is the weather", "nice day")]
@@ -41,7 +42,7 @@ def test_int8_check_passes_on_a_real_quantized_graph(tiny_model: Path, tmp_path:
     stored = {i.name: i.data_type for i in onnx.load(str(int8)).graph.initializer}
     assert any(t in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in stored.values())  # really quantized
     report = check_int8(tiny_model / "model.onnx", int8, _feeds(tiny_model))
-    assert report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    assert report["int8_rows_drifted"] <= INT8_ROWS_TOLERANCE
     assert report["int8_vs_fp32_unsafe_agreement_at_0.5"] == 1.0
 
 
@@ -50,9 +51,10 @@ def test_int8_check_tolerates_small_drift_and_fails_on_a_perturbed_graph(tiny_mo
     feeds = _feeds(tiny_model)
     slight = _with_bias(int8, tmp_path / "slight.onnx", 0.02)
     report = check_int8(tiny_model / "model.onnx", slight, feeds)
-    assert 0 < report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    assert 0 < report["int8_vs_fp32_max_abs"] and report["int8_rows_drifted"] <= INT8_ROWS_TOLERANCE
     broken = _with_bias(int8, tmp_path / "broken.onnx", 5.0)
-    assert np.abs(onnx_probs(broken, feeds) - onnx_probs(int8, feeds)).max() > INT8_MAX_TOLERANCE
+    moved = np.abs(onnx_probs(broken, feeds) - onnx_probs(int8, feeds)).max(axis=1) > INT8_ROW_DRIFT
+    assert moved.mean() > INT8_ROWS_TOLERANCE
     with pytest.raises(ExportCheckError, match="int8 differs from fp32"):
         check_int8(tiny_model / "model.onnx", broken, feeds)
 
@@ -100,7 +102,7 @@ def test_export_command_end_to_end(tiny_model: Path, tmp_path: Path, capsys) -> 
     assert printed == report
     assert report["sample"] == len(rows) and report["calibration_rows"] == len(rows)
     assert report["fp32_vs_torch_max_abs"] <= 1e-4
-    assert report["int8_vs_fp32_max_abs"] <= INT8_MAX_TOLERANCE
+    assert report["int8_rows_drifted"] <= INT8_ROWS_TOLERANCE
     assert (tmp_path / "fp32.onnx").is_file()
 
     spec = ModelSpec.load(out)  # checksums verified
@@ -116,7 +118,7 @@ def test_export_command_end_to_end(tiny_model: Path, tmp_path: Path, capsys) -> 
     feeds = _feeds(out)
     fp32 = onnx_probs(tmp_path / "fp32.onnx", feeds)
     runtime = np.array([[s[k] for k in LABELS] for s in scores])
-    assert np.abs(runtime - fp32).max() <= INT8_MAX_TOLERANCE
+    assert np.mean(np.abs(runtime - fp32).max(axis=1) > INT8_ROW_DRIFT) <= INT8_ROWS_TOLERANCE
 
 
 def test_export_fp32_for_gpus_is_batch_invariant(tiny_model: Path, tmp_path: Path, capsys) -> None:

@@ -35,7 +35,11 @@ EMBEDDINGS = "embeddings.int8.safetensors"
 
 FP32_TOLERANCE = 1e-4   # max |p_onnx - p_torch| over the sample
 INT8_MEAN_TOLERANCE = 0.02  # mean |p_int8 - p_fp32|
-INT8_MAX_TOLERANCE = 0.35   # max |p_int8 - p_fp32| (one probability on the steep part of a sigmoid)
+# Rows whose probability of some label moves by more than INT8_ROW_DRIFT: at most INT8_ROWS_TOLERANCE of them.
+# Not the maximum: on the steep part of a sigmoid one row of a healthy graph can move by 0.5 (shipped v3.3:
+# 0.57 at most on 1,500 calib rows, 0.9% of rows past 0.2), so a maximum over 256 rows passed or failed by the draw.
+INT8_ROW_DRIFT = 0.2
+INT8_ROWS_TOLERANCE = 0.02
 
 
 class ExportCheckError(RuntimeError):
@@ -71,15 +75,18 @@ def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]],
         fp32_probs = onnx_probs(fp32, feeds)
     int8_probs = onnx_probs(int8, feeds)
     diff = np.abs(int8_probs - fp32_probs)
+    drifted = float(np.mean(diff.max(axis=1) > INT8_ROW_DRIFT))
     report = {
         "int8_vs_fp32_max_abs": float(diff.max()),
         "int8_vs_fp32_mean_abs": float(diff.mean()),
+        "int8_rows_drifted": drifted,
         "int8_vs_fp32_unsafe_agreement_at_0.5": float(
             np.mean((int8_probs[:, _U] >= 0.5) == (fp32_probs[:, _U] >= 0.5))),
     }
-    if diff.mean() > INT8_MEAN_TOLERANCE or diff.max() > INT8_MAX_TOLERANCE:
-        raise ExportCheckError(f"int8 differs from fp32 by mean {diff.mean():.3f} / max {diff.max():.3f} "
-                               f"(tolerances {INT8_MEAN_TOLERANCE} / {INT8_MAX_TOLERANCE})")
+    if diff.mean() > INT8_MEAN_TOLERANCE or drifted > INT8_ROWS_TOLERANCE:
+        raise ExportCheckError(f"int8 differs from fp32 by mean {diff.mean():.3f}, and {drifted:.1%} of rows move a "
+                               f"probability by more than {INT8_ROW_DRIFT} (tolerances {INT8_MEAN_TOLERANCE} / "
+                               f"{INT8_ROWS_TOLERANCE:.0%}; max {diff.max():.3f})")
     return report
 
 
@@ -157,7 +164,9 @@ def export(checkpoint: Path, out: Path, sample: Sequence[Row], *, max_length: in
         shipped = fp32
         if precision == "int8":
             shipped = quantize(fp32, tmp / "model.int8.onnx")
-            report.update(check_int8(fp32, shipped, feeds, fp32_probs))
+            # Row by row, as the guard runs a graph that is not batch-invariant: in a padded batch the
+            # dynamic activation scale is the batch's, and the check measured an error no user meets.
+            report.update(check_int8(fp32, shipped, [encoder.pad([e]) for e in encs]))
             report["int8_bytes"] = shipped.stat().st_size
 
         out.mkdir(parents=True, exist_ok=True)
