@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "families and false-positive budgets set the thresholds")
     p.add_argument("--data-dir", type=Path, help="where the mix's files are (default: the mix's data_dir)")
     p.add_argument("--calib", type=Path, help="calibration split (JSON Lines) for thresholds, without --mix")
-    p.add_argument("--sample", type=Path, help="held-out rows for the export checks, 256 drawn (default: --calib)")
+    p.add_argument("--sample", type=Path, help="held-out rows for the export checks, 1,024 drawn (default: --calib)")
     p.add_argument("--name", help="model name written into beaverguard.json (default: the --out directory's name)")
     p.add_argument("--max-length", type=int, default=256, help="the model's window in tokens (as trained)")
     p.add_argument("--keep-fp32", type=Path, help="also keep the fp32 ONNX graph here (for benchmarks)")

@@ -33,7 +33,7 @@ from beaverguard.training.export import export
 
 __all__ = ["run_calibrate", "run_export", "runtime_probs", "runtime_scores", "write_thresholds", "SAMPLE_SIZE"]
 
-SAMPLE_SIZE = 256  # rows for the export checks
+SAMPLE_SIZE = 1024  # rows for the export checks (a share of drifted rows needs more than a few hundred)
 
 
 def write_thresholds(model_dir: Path, thresholds: dict[str, dict[str, float]]) -> None:
