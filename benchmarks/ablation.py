@@ -44,6 +44,8 @@ ROWS: list[tuple[str, tuple]] = [
     ("injection: Tensor Trust hijacking (held out)", ("robustness", "injection (held out)", "tensor-trust-hijacking")),
     ("injection: planted, held-out parts", ("robustness", "injection (held out)", "planted in held-out")),
     ("injection: held-out notes to a person flagged", ("robustness", "injection (held out)", "the same carriers")),
+    ("injection: composed, held-out parts", ("robustness", "injection (held out)", "composed from held-out")),
+    ("injection: composed notes to people flagged", ("robustness", "injection (held out)", "notes to people composed")),
     ("injection: NotInject flagged (held out)", ("robustness", "injection (held out)", "notinject")),
     ("injection: deepset recall (test split)", ("robustness", "injection (test split)", "deepset-prompt-injections:")),
     ("injection: PromptShield recall (test split)", ("robustness", "injection (test split)", "promptshield-5k:")),
