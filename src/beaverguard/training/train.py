@@ -20,8 +20,9 @@ the rows per second of fp32 here (``../shared/notes/training-speed-and-gpu.md``)
 
 Each step allocates and frees activations of tens of megabytes. glibc's malloc returns
 blocks that large to the kernel on free and the next step faults them back in; on this VM
-that halved the speed. Under jemalloc told to keep freed memory (README, "Fine-tuning")
-the steps run twice as fast, but the cache grows until the machine runs out of memory, so
+that cost 1.15x in short runs and about 2x over long ones (``benchmarks/bench_train.py``).
+Under jemalloc told to keep freed memory (README, "Fine-tuning") the faults go, but the
+cache grows until the machine runs out of memory, so
 every ``PURGE_EVERY`` steps the trainer hands it back at once (:func:`release_cached_memory`).
 """
 
@@ -52,7 +53,7 @@ __all__ = ["TrainConfig", "train", "default_base", "init_checkpoint", "merge", "
            "release_cached_memory"]
 
 _UNSAFE, _INJECTION = TRAIN_LABELS.index(UNSAFE), TRAIN_LABELS.index(INJECTION)
-PURGE_EVERY = 100  # steps; a 24 GiB machine ran out after ~2,500 steps of never purging
+PURGE_EVERY = 100  # steps; a 24 GiB machine ran out after ~1,900 steps of never purging
 
 
 def release_cached_memory() -> bool:
