@@ -22,8 +22,8 @@ Each step allocates and frees activations of tens of megabytes. glibc's malloc r
 blocks that large to the kernel on free and the next step faults them back in; on this VM
 that cost 1.15x in short runs and about 2x over long ones (``benchmarks/bench_train.py``).
 Under jemalloc told to keep freed memory (README, "Fine-tuning") the faults go, but the
-cache grows until the machine runs out of memory, so
-every ``PURGE_EVERY`` steps the trainer hands it back at once (:func:`release_cached_memory`).
+cache grows until the machine runs out of memory, so every ``PURGE_EVERY`` steps the
+trainer hands it back at once (:func:`release_cached_memory`).
 """
 
 from __future__ import annotations
