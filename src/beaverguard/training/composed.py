@@ -13,10 +13,11 @@ their product (tens of thousands of wordings):
 Hard negatives come from the same grammar addressed to *people*, with the same trigger words and
 the same verbs ("Hi team, please ignore my previous e-mail. From now on, send receipts to
 finance@northwind.example."), so neither "ignore" nor "send ... to an address" decides; only who is
-addressed and what is wanted does. (No goal is Tensor Trust's "say 'Access Granted'": that family is held
-out whole, and its signature must not be trained in by the back door.) A quarter of every slot's fillers is held out (by a hash of the
-text, as elsewhere): training lines use only kept fillers, and :func:`composed_rows` also returns
-lines built only from held-out ones, for evaluation apart.
+addressed and what is wanted does. (No goal is Tensor Trust's "say 'Access Granted'": that family
+is held out whole, and its signature must not be trained in by the back door.) A quarter of every
+slot's fillers is held out (by a hash of the text, as elsewhere): training lines use only kept
+fillers, and :func:`composed_rows` also returns lines built only from held-out ones, for
+evaluation apart.
 """
 
 from __future__ import annotations

@@ -64,15 +64,12 @@ def quantize(fp32: Path, int8: Path) -> Path:
     return Path(int8)
 
 
-def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]],
-               fp32_probs: np.ndarray | None = None) -> dict[str, float]:
+def check_int8(fp32: Path, int8: Path, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """Compare the int8 graph with the fp32 one on ``feeds``; raise :class:`ExportCheckError` beyond tolerance.
 
     Needs onnxruntime alone (no torch), so it also checks a quantized graph made elsewhere.
-    ``fp32_probs``: the fp32 graph's outputs on ``feeds``, where the caller has them already.
     """
-    if fp32_probs is None:
-        fp32_probs = onnx_probs(fp32, feeds)
+    fp32_probs = onnx_probs(fp32, feeds)
     int8_probs = onnx_probs(int8, feeds)
     diff = np.abs(int8_probs - fp32_probs)
     drifted = float(np.mean(diff.max(axis=1) > INT8_ROW_DRIFT))
