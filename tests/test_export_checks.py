@@ -276,3 +276,36 @@ def test_merge_averages_two_models_weights_and_refuses_different_layouts(tiny_mo
         main(["merge", str(a), str(other), "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit, match="merge weight 2"):
         main(["merge", str(a), str(b), "--weight", "2", "--out", str(tmp_path / "bad")])
+
+
+def test_a_teacher_keeps_the_harm_outputs_where_labels_would_move_them(tiny_model: Path, tmp_path: Path) -> None:
+    """``--teacher``: harm outputs learn the teacher's probabilities, not the rows' labels."""
+    pytest.importorskip("torch")
+    from beaverguard.training.data import TRAIN_LABELS, Row
+    from beaverguard.training.train import TrainConfig, predict, train
+
+    start = _tiny_checkpoint(tiny_model, tmp_path / "start", labels=TRAIN_LABELS)
+    rows = [Row(p, r, False, None) for p, r in PAIRS * 10]  # every row labelled unsafe
+    unsafe = TRAIN_LABELS.index("unsafe")
+
+    def trained(name: str, teacher: Path | None) -> tuple[float, float]:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from beaverguard._encoding import Conversation, Encoder
+        from beaverguard.training.train import CONVERSATION
+
+        train({"train": rows, "calib": rows, "test": rows},
+              TrainConfig(out=tmp_path / name, init=start, epochs=1, lr=5e-3, batch_size=4, max_length=32, bf16=False,
+                          teacher=teacher))  # one epoch: its checkpoint is the one kept
+        encoder = Encoder(start / "tokenizer.json", 32, Conversation(**CONVERSATION))
+        probs = {}
+        for key, path in (("start", start), ("run", tmp_path / name / "checkpoint")):
+            model = AutoModelForSequenceClassification.from_pretrained(path)
+            probs[key] = predict(model, encoder, rows, torch.device("cpu"))[:, unsafe]
+        return float(abs(probs["run"] - probs["start"]).mean()), float(probs["run"].mean())
+
+    by_labels, mean = trained("labels", None)
+    by_teacher, _ = trained("teacher", start)
+    assert mean > 0.7 and by_labels > 0.2  # the labels pull `unsafe` up
+    assert by_teacher < by_labels / 5  # the teacher holds it where it was

@@ -25,6 +25,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on where the CPU or GPU supports it)")
     p.add_argument("--layers", type=int, help="keep only the first N encoder layers")
+    p.add_argument("--teacher", type=Path, metavar="MODEL",
+                   help="the harm outputs learn this model's probabilities on every training row instead of the "
+                        "labels (injection keeps its labels): fine-tune for injection without losing the harm judgement")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=8e-5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -92,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                       refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
                       train_limit=args.train_limit, save_every=args.save_every, resume=args.resume,
-                      threads=args.threads)
+                      threads=args.threads, teacher=args.teacher)
     if args.mix:
         splits = _mix_splits(args)
         if not args.splits_only:

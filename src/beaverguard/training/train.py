@@ -14,7 +14,10 @@ seed and the epoch, so it is rebuilt, not stored).
 
 ``init`` continues from a trained model instead of the base encoder: a
 checkpoint directory, or a shipped model directory whose ``beaverguard.json``
-names its trainable weights. On a CPU with bf16 support the forward and backward
+names its trainable weights. ``teacher`` keeps a model's harm judgement while it
+learns something else: the harm outputs learn the teacher's probabilities on every
+training row (the injection output its labels), where plain fine-tuning on the
+rows' own labels moved the harm ranking. On a CPU with bf16 support the forward and backward
 passes run under bf16 autocast (master weights and the loss stay fp32): 1.4-1.7x
 the rows per second of fp32 here (``../shared/notes/training-speed-and-gpu.md``).
 
@@ -179,6 +182,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     calib_limit: int | None = 3000  # rows of calib scored after each epoch (a fixed sample; None: all)
     bf16: bool | None = None  # bf16 autocast (None: where the device supports it)
+    teacher: Path | None = None  # harm outputs learn this model's probabilities on every row (see train())
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -339,6 +343,16 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
         encoder = Encoder(base / "tokenizer.json", cfg.max_length, Conversation(**CONVERSATION))
         encs = encode_rows(encoder, train_rows)
         y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
+
+    if cfg.teacher:
+        # Keep what a model knew while teaching it something else: on every training row its harm outputs
+        # learn the teacher's probabilities instead of the row's labels; injection keeps its labels.
+        with _timed(cfg, "teacher"):
+            teacher = AutoModelForSequenceClassification.from_pretrained(
+                init_checkpoint(cfg.teacher, out / "teacher"), torch_dtype=torch.float32).to(device)
+            y[:, :_INJECTION] = predict(teacher, encoder, train_rows, device)[:, :_INJECTION]
+            mask[:, :_INJECTION] = 1.0
+            del teacher
 
     with _timed(cfg, "load model"):
         # A model trained before the injection output gets that one output new (ignore_mismatched_sizes).
