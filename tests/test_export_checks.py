@@ -279,7 +279,7 @@ def test_merge_averages_two_models_weights_and_refuses_different_layouts(tiny_mo
 
 
 def test_a_teacher_keeps_the_harm_outputs_where_labels_would_move_them(tiny_model: Path, tmp_path: Path) -> None:
-    """``--teacher``: harm outputs learn the teacher's probabilities, not the rows' labels."""
+    """``--teacher MODEL=harm``: harm outputs learn the teacher's probabilities, not the rows' labels."""
     pytest.importorskip("torch")
     from beaverguard.training.data import TRAIN_LABELS, Row
     from beaverguard.training.train import TrainConfig, predict, train
@@ -297,7 +297,7 @@ def test_a_teacher_keeps_the_harm_outputs_where_labels_would_move_them(tiny_mode
 
         train({"train": rows, "calib": rows, "test": rows},
               TrainConfig(out=tmp_path / name, init=start, epochs=1, lr=5e-3, batch_size=4, max_length=32, bf16=False,
-                          teacher=teacher))  # one epoch: its checkpoint is the one kept
+                          teachers=((teacher, ("harm",)),) if teacher else ()))  # one epoch: its checkpoint is the one kept
         encoder = Encoder(start / "tokenizer.json", 32, Conversation(**CONVERSATION))
         probs = {}
         for key, path in (("start", start), ("run", tmp_path / name / "checkpoint")):
@@ -309,3 +309,12 @@ def test_a_teacher_keeps_the_harm_outputs_where_labels_would_move_them(tiny_mode
     by_teacher, _ = trained("teacher", start)
     assert mean > 0.7 and by_labels > 0.2  # the labels pull `unsafe` up
     assert by_teacher < by_labels / 5  # the teacher holds it where it was
+
+
+def test_a_teacher_names_groups_of_outputs(tmp_path: Path) -> None:
+    from beaverguard._train_cli import _teacher
+
+    assert _teacher("runs/a") == (Path("runs/a"), ("harm",))
+    assert _teacher("runs/a=categories,injection") == (Path("runs/a"), ("categories", "injection"))
+    with pytest.raises(SystemExit, match="'toxicity' is not one of categories, unsafe, harm, injection"):
+        _teacher("runs/a=toxicity")

@@ -25,9 +25,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on where the CPU or GPU supports it)")
     p.add_argument("--layers", type=int, help="keep only the first N encoder layers")
-    p.add_argument("--teacher", type=Path, metavar="MODEL",
-                   help="the harm outputs learn this model's probabilities on every training row instead of the "
-                        "labels (injection keeps its labels): fine-tune for injection without losing the harm judgement")
+    p.add_argument("--teacher", action="append", default=[], metavar="MODEL[=GROUPS]",
+                   help="these outputs learn MODEL's probabilities on every training row instead of the labels: "
+                        "GROUPS is a comma-separated list of categories, unsafe, harm (both) and injection "
+                        "(default: harm), e.g. to fine-tune injection without moving the harm judgement; repeatable")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=8e-5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -85,6 +86,17 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher(spec: str) -> tuple[Path, tuple[str, ...]]:
+    """``MODEL[=GROUP,...]`` into (model, groups)."""
+    from beaverguard.training.train import TEACHABLE
+
+    path, _, groups = spec.partition("=")
+    names = tuple(groups.split(",")) if groups else ("harm",)
+    if unknown := [g for g in names if g not in TEACHABLE]:
+        raise SystemExit(f"beaverguard train: --teacher {spec}: {unknown[0]!r} is not one of {', '.join(TEACHABLE)}")
+    return Path(path), names
+
+
 def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
     from beaverguard.training.train import TrainConfig, prepare_splits, train, write_splits
@@ -95,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                       refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
                       train_limit=args.train_limit, save_every=args.save_every, resume=args.resume,
-                      threads=args.threads, teacher=args.teacher)
+                      threads=args.threads, teachers=tuple(map(_teacher, args.teacher)))
     if args.mix:
         splits = _mix_splits(args)
         if not args.splits_only:

@@ -14,10 +14,10 @@ seed and the epoch, so it is rebuilt, not stored).
 
 ``init`` continues from a trained model instead of the base encoder: a
 checkpoint directory, or a shipped model directory whose ``beaverguard.json``
-names its trainable weights. ``teacher`` keeps a model's harm judgement while it
-learns something else: the harm outputs learn the teacher's probabilities on every
-training row (the injection output its labels), where plain fine-tuning on the
-rows' own labels moved the harm ranking. On a CPU with bf16 support the forward and backward
+names its trainable weights. ``teachers`` keep what models knew while a run learns
+something else: the outputs a teacher names learn its probabilities on every training
+row instead of the rows' labels (plain fine-tuning on labels moved the harm ranking),
+and two teachers can hand different outputs of two models to one. On a CPU with bf16 support the forward and backward
 passes run under bf16 autocast (master weights and the loss stay fp32): 1.4-1.7x
 the rows per second of fp32 here (``../shared/notes/training-speed-and-gpu.md``).
 
@@ -53,9 +53,12 @@ from beaverguard.training.data import LABELS, TRAIN_LABELS, Row, refusal_pairs, 
 from beaverguard.training.metrics import average_precision, best_f1_threshold, binary
 
 __all__ = ["TrainConfig", "train", "default_base", "init_checkpoint", "merge", "bf16_supported",
-           "release_cached_memory"]
+           "release_cached_memory", "TEACHABLE"]
 
 _UNSAFE, _INJECTION = TRAIN_LABELS.index(UNSAFE), TRAIN_LABELS.index(INJECTION)
+#: The output groups a teacher can teach (``--teacher MODEL=GROUP,...``).
+TEACHABLE = {"categories": tuple(range(_UNSAFE)), "unsafe": (_UNSAFE,), "harm": tuple(range(_INJECTION)),
+             "injection": (_INJECTION,)}
 PURGE_EVERY = 100  # steps; a 24 GiB machine ran out after ~1,900 steps of never purging
 
 
@@ -182,7 +185,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     calib_limit: int | None = 3000  # rows of calib scored after each epoch (a fixed sample; None: all)
     bf16: bool | None = None  # bf16 autocast (None: where the device supports it)
-    teacher: Path | None = None  # harm outputs learn this model's probabilities on every row (see train())
+    teachers: tuple[tuple[Path, tuple[str, ...]], ...] = ()  # (model, output groups it teaches); see TEACHABLE
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -344,14 +347,14 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
         encs = encode_rows(encoder, train_rows)
         y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
 
-    if cfg.teacher:
-        # Keep what a model knew while teaching it something else: on every training row its harm outputs
-        # learn the teacher's probabilities instead of the row's labels; injection keeps its labels.
+    for k, (path, groups) in enumerate(cfg.teachers):
+        # On every training row the outputs this teacher names learn its probabilities, not the row's labels.
+        cols = sorted({i for g in groups for i in TEACHABLE[g]})
         with _timed(cfg, "teacher"):
             teacher = AutoModelForSequenceClassification.from_pretrained(
-                init_checkpoint(cfg.teacher, out / "teacher"), torch_dtype=torch.float32).to(device)
-            y[:, :_INJECTION] = predict(teacher, encoder, train_rows, device)[:, :_INJECTION]
-            mask[:, :_INJECTION] = 1.0
+                init_checkpoint(path, out / f"teacher{k}"), torch_dtype=torch.float32).to(device)
+            y[:, cols] = predict(teacher, encoder, train_rows, device)[:, cols]
+            mask[:, cols] = 1.0
             del teacher
 
     with _timed(cfg, "load model"):
@@ -460,6 +463,6 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
     }
     if cfg.timings.get("train"):
         report["train_examples_per_s"] = round(trained / cfg.timings["train"], 1)  # this process's share
-    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    (out / "train_report.json").write_text(json.dumps(report, indent=2, default=str))  # paths (teachers) as text
     print("where the time went (s):", report["seconds"], flush=True)
     return report
