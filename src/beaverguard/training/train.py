@@ -17,9 +17,11 @@ checkpoint directory, or a shipped model directory whose ``beaverguard.json``
 names its trainable weights. ``teachers`` keep what models knew while a run learns
 something else: the outputs a teacher names learn its probabilities on every training
 row instead of the rows' labels (plain fine-tuning on labels moved the harm ranking),
-and two teachers can hand different outputs of two models to one. On a CPU with bf16 support the forward and backward
-passes run under bf16 autocast (master weights and the loss stay fp32): 1.4-1.7x
-the rows per second of fp32 here (``../shared/notes/training-speed-and-gpu.md``).
+and two teachers can hand different outputs of two models to one (model v3.5).
+
+On a CPU with bf16 support the forward and backward passes run under bf16 autocast
+(master weights and the loss stay fp32): 1.4-1.7x the rows per second of fp32 here
+(``../shared/notes/training-speed-and-gpu.md``).
 
 Each step allocates and frees activations of tens of megabytes. glibc's malloc returns
 blocks that large to the kernel on free and the next step faults them back in; on this VM
