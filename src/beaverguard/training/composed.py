@@ -26,7 +26,7 @@ import random
 
 from beaverguard.training.contrast import held_split
 from beaverguard.training.data import Row
-from beaverguard.training.injections import BODIES, CARRIERS, _place
+from beaverguard.training.injections import CARRIERS, in_carrier, in_text
 
 __all__ = ["composed_rows"]
 
@@ -123,14 +123,9 @@ def _rows(n: int, parts: dict[str, list], rng: random.Random, tag: str, filler: 
         if where < 0.2:  # alone, as pasted by a user
             name, host = "bare", lambda line: line  # noqa: E731
         elif where < 0.6 or not filler:
-            name, carrier = rng.choice(parts["carriers"])
-            body = rng.choice(BODIES)
-            host = lambda line: _place(carrier, line, body)  # noqa: E731
+            name, host = in_carrier(parts["carriers"], rng)
         else:
-            words = " ".join(rng.sample(filler, min(3, len(filler)))).split()[: rng.randint(40, 150)]
-            name = rng.choice(("start", "middle", "end"))
-            cut = {"start": 0, "middle": len(words) // 2, "end": len(words)}[name]
-            host = lambda line: " ".join([*words[:cut], line, *words[cut:]])  # noqa: E731
+            name, host = in_text(" ".join(rng.sample(filler, min(3, len(filler)))).split()[: rng.randint(40, 150)], rng)
         rows.append(Row(host(attack), None, None, None, f"composed-{tag}:{name}", injection=True))
         rows.append(Row(host(note), None, True, (), f"composed-{tag}:{name}", injection=False))
     return rows

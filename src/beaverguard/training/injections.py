@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 
 from beaverguard.training.contrast import held_split
 from beaverguard.training.data import Row
@@ -143,17 +144,32 @@ def _place(carrier: str, line: str, body: str) -> str:
     return carrier.replace("{x}", line.replace('"', "'")).replace("{body}", body).replace("{{", "{").replace("}}", "}")
 
 
+Host = Callable[[str], str]
+
+
+def in_carrier(carriers: list, rng: random.Random) -> tuple[str, Host]:
+    """A random carrier (e-mail, table, code ...) with a random body: (its name, line -> the filled carrier)."""
+    name, carrier = rng.choice(carriers)
+    body = rng.choice(BODIES)
+    return name, lambda line: _place(carrier, line, body)
+
+
+def in_text(words: list[str], rng: random.Random) -> tuple[str, Host]:
+    """Plain text with a line at its start, middle or end: (the position, line -> the text with it)."""
+    name = rng.choice(("start", "middle", "end"))
+    cut = {"start": 0, "middle": len(words) // 2, "end": len(words)}[name]
+    return name, lambda line: " ".join([*words[:cut], line, *words[cut:]])
+
+
 def _rows(n: int, carriers: list, openers: list, goals: list, notes: list, rng: random.Random,
           tag: str) -> list[Row]:
     rows = []
     for i in range(n):
-        name, carrier = rng.choice(carriers)
-        body = rng.choice(BODIES)
+        name, host = in_carrier(carriers, rng)
         attack = rng.choice(openers).format(g=rng.choice(goals))
         attack = re.sub(r"(^|[.!] )([a-z])", lambda m: m[1] + m[2].upper(), attack)  # a goal that starts a sentence
-        rows.append(Row(_place(carrier, attack, body), None, None, None, f"planted-{tag}:{name}", injection=True))
-        rows.append(Row(_place(carrier, rng.choice(notes), body), None, True, (), f"planted-{tag}:{name}",
-                        injection=False))
+        rows.append(Row(host(attack), None, None, None, f"planted-{tag}:{name}", injection=True))
+        rows.append(Row(host(rng.choice(notes)), None, True, (), f"planted-{tag}:{name}", injection=False))
         if i % 4 == 0:  # the same lines alone, as a user would type or paste them
             rows.append(Row(attack, None, None, None, f"planted-{tag}:bare", injection=True))
             rows.append(Row(rng.choice(notes), None, True, (), f"planted-{tag}:bare", injection=False))
@@ -197,17 +213,12 @@ def planted_rows(attacks: list[str], benign: list[str], filler: list[str], n: in
     rows = []
     for _ in range(n):
         if rng.random() < 0.5:
-            name, carrier = rng.choice(carriers)
-            body = rng.choice(BODIES)
-            host = lambda line: _place(carrier, line, body)  # noqa: E731
+            name, host = in_carrier(carriers, rng)
         else:
             words: list[str] = []
             while len(words) < 60:
                 words += rng.choice(filler).split()
-            words = words[:rng.randint(60, 150)]
-            name = rng.choice(("start", "middle", "end"))
-            cut = {"start": 0, "middle": len(words) // 2, "end": len(words)}[name]
-            host = lambda line: " ".join([*words[:cut], line, *words[cut:]])  # noqa: E731
+            name, host = in_text(words[:rng.randint(60, 150)], rng)
         rows.append(Row(host(rng.choice(attacks)), None, None, None, f"planted-real:{name}", injection=True))
         rows.append(Row(host(rng.choice(benign)), None, None, None, f"planted-real:{name}", injection=False))
     return rows
