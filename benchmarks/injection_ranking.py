@@ -46,8 +46,8 @@ def main() -> int:
     mix = load_mix(args.mix)
     data = build(mix, args.data_dir)
     chat = [r.prompt for r in data.test if data.families.get(r.source) == "chat" and r.response is None
-            and not r.context]
-    filler = [t for t in chat if 20 <= len(t.split()) <= 120]
+            and not r.context and r.is_safe]
+    filler = [t for t in chat if 20 <= len(t.split()) <= 120]  # robustness.py's filler: the same composed rows
     planted = injection_rows(200, mix.seed, mix.augment.holdout)[1]
     composed = composed_rows(200, mix.seed, mix.augment.holdout, filler)[1]
     held = [r for r in data.holdout if r.injection is not None]
