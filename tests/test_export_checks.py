@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from beaverguard._encoding import Encoder
-from beaverguard.training.export import (INT8_ROW_DRIFT, INT8_ROWS_TOLERANCE, ExportCheckError, check_int8, onnx_probs,
-                                         quantize)
+from beaverguard.training.export import (INT8_ROW_DRIFT, INT8_ROWS_TOLERANCE, ExportCheckError, check_int8, export_head,
+                                         onnx_probs, quantize)
 
 PAIRS = [("how do i make a bomb", None), ("hello", "steal it"), ("kill the idiot", "sorry i cannot"),
          ("tell me about rome", "the history of rome"), ("naked", None), ("what is the weather", "nice day")]
@@ -318,3 +318,93 @@ def test_a_teacher_names_groups_of_outputs(tmp_path: Path) -> None:
     assert _teacher("runs/a=categories,injection") == (Path("runs/a"), ("categories", "injection"))
     with pytest.raises(SystemExit, match="'toxicity' is not one of categories, unsafe, harm, injection"):
         _teacher("runs/a=toxicity")
+
+
+def test_only_refits_the_named_outputs_and_leaves_the_others_exactly(tiny_model: Path, tmp_path: Path) -> None:
+    """``--only categories``: the category rows learn the labels; the encoder, ``unsafe``, ``injection`` stay."""
+    pytest.importorskip("torch")
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from beaverguard._categories import CATEGORY_KEYS
+    from beaverguard._encoding import Conversation, Encoder
+    from beaverguard.training.data import TRAIN_LABELS, Row
+    from beaverguard.training.train import CONVERSATION, TrainConfig, predict, train
+
+    start = _tiny_checkpoint(tiny_model, tmp_path / "start", labels=TRAIN_LABELS)
+    violence = CATEGORY_KEYS[-1]
+    rows = [Row(p, r, False, (violence,)) for p, r in PAIRS * 10]  # every row unsafe, of one category
+    train({"train": rows, "calib": rows, "test": rows},
+          TrainConfig(out=tmp_path / "run", init=start, epochs=3, lr=5e-2, batch_size=4, max_length=32, bf16=False,
+                      only=("categories",)))
+    before = load_file(start / "model.safetensors")
+    after = load_file(tmp_path / "run" / "checkpoint" / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert moved == {"classifier.weight", "classifier.bias"}
+    n = len(CATEGORY_KEYS)
+    assert torch.equal(before["classifier.weight"][n:].float(), after["classifier.weight"][n:].float())
+    assert torch.equal(before["classifier.bias"][n:].float(), after["classifier.bias"][n:].float())
+
+    encoder = Encoder(start / "tokenizer.json", 32, Conversation(**CONVERSATION))
+    probs = {key: predict(AutoModelForSequenceClassification.from_pretrained(path), encoder, rows, torch.device("cpu"))
+             for key, path in (("start", start), ("run", tmp_path / "run" / "checkpoint"))}
+    column = TRAIN_LABELS.index(violence)
+    assert probs["run"][:, column].mean() > probs["start"][:, column].mean() + 0.2  # the labels pulled it up
+    assert probs["run"][:, 0].mean() < probs["start"][:, 0].mean()  # and the other categories down (negatives)
+
+    marked = [Row(p, None, None, None, injection=i % 2 == 0) for i, (p, _) in enumerate(PAIRS * 10)]
+    train({"train": marked, "calib": marked, "test": marked},  # one output alone
+          TrainConfig(out=tmp_path / "injection", init=start, epochs=1, lr=5e-2, batch_size=4, max_length=32,
+                      bf16=False, only=("injection",)))
+    alone = load_file(tmp_path / "injection" / "checkpoint" / "model.safetensors")["classifier.weight"]
+    differs = [i for i, row in enumerate(alone) if not torch.equal(row.float(), before["classifier.weight"][i].float())]
+    assert differs == [TRAIN_LABELS.index("injection")]
+
+    with pytest.raises(ValueError, match="give the model to refit as init"):
+        train({"train": rows, "calib": rows, "test": rows}, TrainConfig(out=tmp_path / "x", only=("categories",)))
+    with pytest.raises(ValueError, match="'toxicity' is not one of"):
+        train({"train": rows, "calib": rows, "test": rows},
+              TrainConfig(out=tmp_path / "x", init=start, only=("toxicity",)))
+
+
+def test_export_onto_writes_only_the_refitted_rows_into_the_shipped_graph(tiny_model: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """``export --onto``: a ``--only`` run's rows go into the model's own int8 graph; other scores stay bit for bit."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("optimum.onnxruntime")
+    from safetensors.torch import load_file
+
+    from beaverguard._categories import CATEGORY_KEYS
+    from beaverguard.cli import main
+    from beaverguard.training.data import TRAIN_LABELS, Row
+    from beaverguard.training.train import TrainConfig, train
+
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"prompt": p, "response": r, "is_safe": i % 2 == 0, "categories": None}) + "\n"
+                             for i, (p, r) in enumerate(PAIRS * 4)))
+    shipped = tmp_path / "shipped"
+    assert main(["export", "--checkpoint", str(_tiny_checkpoint(tiny_model, tmp_path / "ck", labels=TRAIN_LABELS)),
+                 "--out", str(shipped), "--calib", str(calib), "--max-length", "32"]) == 0
+    rows = [Row(p, r, False, (CATEGORY_KEYS[-1],)) for p, r in PAIRS * 10]
+    splits = {"train": rows, "calib": rows, "test": rows}
+    train(splits, TrainConfig(out=tmp_path / "only", init=shipped, epochs=3, lr=5e-2, batch_size=4, max_length=32,
+                              bf16=False, only=("categories",)))
+    capsys.readouterr()
+    refit = tmp_path / "refit"
+    assert main(["export", "--checkpoint", str(tmp_path / "only" / "checkpoint"), "--onto", str(shipped),
+                 "--out", str(refit), "--calib", str(calib), "--max-length", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["refitted"] == list(CATEGORY_KEYS)
+
+    feeds = _feeds(shipped)
+    before, after = onnx_probs(shipped / "model.onnx", feeds), onnx_probs(refit / "model.onnx", feeds)
+    n = len(CATEGORY_KEYS)
+    assert np.array_equal(before[:, n:], after[:, n:])  # unsafe and injection: the same graph, bit for bit
+    assert np.abs(before[:, n - 1] - after[:, n - 1]).max() > 0.05  # the refitted category moved
+    trained = load_file(tmp_path / "only" / "checkpoint" / "model.safetensors")["classifier.weight"]
+    assert torch.equal(load_file(refit / "trainable" / "model.safetensors")["classifier.weight"], trained.bfloat16())
+
+    train(splits, TrainConfig(out=tmp_path / "all", init=shipped, epochs=1, lr=5e-2, batch_size=4, max_length=32,
+                              bf16=False))  # every weight moved: not a refit of the head
+    with pytest.raises(ExportCheckError, match="its encoder is not"):
+        export_head(tmp_path / "all" / "checkpoint", shipped, tmp_path / "bad")

@@ -29,6 +29,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="these outputs learn MODEL's probabilities on every training row instead of the labels: "
                         "GROUPS is a comma-separated list of categories, unsafe, harm (both) and injection "
                         "(default: harm), e.g. to fine-tune injection without moving the harm judgement; repeatable")
+    p.add_argument("--only", metavar="GROUPS",
+                   help="train only these outputs (categories, unsafe, harm, injection; comma-separated) of the --init "
+                        "model: their classifier rows are refitted on the frozen encoder's features, every other "
+                        "score stays exactly as it was (e.g. --only categories)")
+    p.add_argument("--head-l2", type=float, default=1e-4,
+                   help="with --only: pull on the refitted rows towards the model's own (0: none); rows left free "
+                        "grew ten times larger and cost the int8 policy decision recall")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=8e-5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -99,15 +106,21 @@ def _teacher(spec: str) -> tuple[Path, tuple[str, ...]]:
 
 def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
-    from beaverguard.training.train import TrainConfig, prepare_splits, train, write_splits
+    from beaverguard.training.train import TEACHABLE, TrainConfig, prepare_splits, train, write_splits
 
+    only = tuple(args.only.split(",")) if args.only else ()
+    if unknown := [g for g in only if g not in TEACHABLE]:
+        raise SystemExit(f"beaverguard train: --only {args.only}: {unknown[0]!r} is not one of {', '.join(TEACHABLE)}")
+    if only and not args.init:
+        raise SystemExit("beaverguard train: --only refits outputs of a trained model: give it with --init")
     if args.init and args.base:
         raise SystemExit("beaverguard train: --init and --base exclude each other (a trained model carries its encoder)")
     cfg = TrainConfig(out=args.out, base=args.base, init=args.init, bf16=args.bf16, layers=args.layers, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                       refusals=args.refusals, category_pos_weight=args.category_pos_weight, device=args.device,
                       train_limit=args.train_limit, save_every=args.save_every, resume=args.resume,
-                      threads=args.threads, teachers=tuple(map(_teacher, args.teacher)))
+                      threads=args.threads, teachers=tuple(map(_teacher, args.teacher)), only=only,
+                      head_l2=args.head_l2)
     if args.mix:
         splits = _mix_splits(args)
         if not args.splits_only:

@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name written into beaverguard.json (default: the --out directory's name)")
     p.add_argument("--max-length", type=int, default=256, help="the model's window in tokens (as trained)")
     p.add_argument("--keep-fp32", type=Path, help="also keep the fp32 ONNX graph here (for benchmarks)")
+    p.add_argument("--onto", type=Path, help="the model directory a `train --only` run refitted: copy it and write in "
+                                             "only the refitted classifier rows, so every other score stays as it was")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8",
                    help="int8: the CPU model (default); fp32: the GPU model, batch-invariant, so it batches")
     p.set_defaults(func=cmd_export)

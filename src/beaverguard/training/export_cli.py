@@ -29,7 +29,7 @@ from beaverguard._policy import Policy
 from beaverguard._types import Exchange
 from beaverguard.training.calibrate import Budget, calibrate, calibrate_injection
 from beaverguard.training.data import Row, read_jsonl
-from beaverguard.training.export import export
+from beaverguard.training.export import export, export_head
 
 __all__ = ["run_calibrate", "run_export", "runtime_probs", "runtime_scores", "write_thresholds", "SAMPLE_SIZE"]
 
@@ -119,8 +119,11 @@ def _load_calibration(args: argparse.Namespace, command: str) -> tuple[list[Row]
 def run_export(args: argparse.Namespace) -> int:
     calib, sample, families, budgets = _load_calibration(args, "export")
     sample = random.Random(0).sample(sample, min(SAMPLE_SIZE, len(sample)))  # seeded: the same rows every run
-    report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
-                    keep_fp32=args.keep_fp32, precision=args.precision)
+    if args.onto:  # a `train --only` run: its refitted classifier rows into the model it started from
+        report = export_head(args.checkpoint, args.onto, args.out, name=args.name)
+    else:
+        report = export(args.checkpoint, args.out, sample, max_length=args.max_length, name=args.name,
+                        keep_fp32=args.keep_fp32, precision=args.precision)
     _calibrate_model(args.out, calib, families, budgets, report)
     return 0
 
