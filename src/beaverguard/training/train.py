@@ -21,8 +21,8 @@ and two teachers can hand different outputs of two models to one (model v3.5).
 
 ``only`` trains nothing but the classifier rows of the named outputs, on the pooled features of the
 frozen encoder (computed once, so an epoch takes seconds): every other output of ``init`` stays bit for
-bit what it was. Model v3.5's categories were distilled from a teacher and lagged its encoder: refitting
-their rows to the labels raised them without touching the harm or injection scores (model v3.6).
+bit what it was. Model v3.6 is v3.5 with its injection row refitted so; v3.5's category rows, refitted to
+the labels, ranked far better but cost the policy's decision recall (benchmarks/results/model_v3_6).
 
 On a CPU with bf16 support the forward and backward passes run under bf16 autocast
 (master weights and the loss stay fp32): 1.4-1.7x the rows per second of fp32 here
