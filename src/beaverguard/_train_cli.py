@@ -93,24 +93,27 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teacher(spec: str) -> tuple[Path, tuple[str, ...]]:
-    """``MODEL[=GROUP,...]`` into (model, groups)."""
+def _groups(flag: str, spec: str, groups: str) -> tuple[str, ...]:
+    """Comma-separated output groups (``categories,injection``), each one of TEACHABLE's."""
     from beaverguard.training.train import TEACHABLE
 
-    path, _, groups = spec.partition("=")
-    names = tuple(groups.split(",")) if groups else ("harm",)
+    names = tuple(groups.split(","))
     if unknown := [g for g in names if g not in TEACHABLE]:
-        raise SystemExit(f"beaverguard train: --teacher {spec}: {unknown[0]!r} is not one of {', '.join(TEACHABLE)}")
-    return Path(path), names
+        raise SystemExit(f"beaverguard train: {flag} {spec}: {unknown[0]!r} is not one of {', '.join(TEACHABLE)}")
+    return names
+
+
+def _teacher(spec: str) -> tuple[Path, tuple[str, ...]]:
+    """``MODEL[=GROUP,...]`` into (model, groups)."""
+    path, _, groups = spec.partition("=")
+    return Path(path), _groups("--teacher", spec, groups) if groups else ("harm",)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from beaverguard.training.data import Row, iter_files, load_hf_beavertails
-    from beaverguard.training.train import TEACHABLE, TrainConfig, prepare_splits, train, write_splits
+    from beaverguard.training.train import TrainConfig, prepare_splits, train, write_splits
 
-    only = tuple(args.only.split(",")) if args.only else ()
-    if unknown := [g for g in only if g not in TEACHABLE]:
-        raise SystemExit(f"beaverguard train: --only {args.only}: {unknown[0]!r} is not one of {', '.join(TEACHABLE)}")
+    only = _groups("--only", args.only, args.only) if args.only else ()
     if only and not args.init:
         raise SystemExit("beaverguard train: --only refits outputs of a trained model: give it with --init")
     if args.init and args.base:

@@ -201,9 +201,10 @@ def export_head(checkpoint: Path, onto: Path, out: Path, *, name: str | None = N
 
     Why not :func:`export`: it would quantize the whole encoder anew from the bf16 trainable weights and
     move every score a little (refitted rows exported whole with v3.5's encoder flagged 1.5 points more of
-    OKTest at equal CatQA recall than the same rows written into v3.5's graph). Here the graph is ``onto``'s, and only the refitted outputs' columns of its int8 classifier
-    (per-column scales, symmetric, as :func:`quantize` made them) and their biases change, so the other
-    outputs score bit for bit as before. Refuses a checkpoint whose encoder is not ``onto``'s.
+    OKTest at equal CatQA recall than the same rows written into v3.5's graph). Here the graph is
+    ``onto``'s, and only the refitted outputs' columns of its int8 classifier (per-column scales,
+    symmetric, as :func:`quantize` made them) and their biases change, so the other outputs score bit
+    for bit as before. Refuses a checkpoint whose encoder is not ``onto``'s.
     """
     import onnx
     import torch

@@ -273,10 +273,9 @@ def pooled(model, encoder: Encoder, rows: Sequence[Row], device, batch_size: int
 def graph_pooled(model_dir: Path, encoder: Encoder, rows: Sequence[Row], threads: int | None = None) -> np.ndarray:
     """The classifier's input for rows as the model directory's own ONNX graph computes it, row by row.
 
-    Why not :func:`pooled`: an int8 graph's features are not torch's fp32 ones, and a head refitted on
-    fp32 features, with weights ten times v3.5's, caught 2.5 points less of the calib split through the
-    int8 graph than on fp32 (0.764 vs 0.790). Rows run alone, as the guard runs a graph that is not
-    batch-invariant.
+    Why not :func:`pooled`: the refitted rows will read the int8 graph's features, not torch's fp32
+    ones, so they are fitted, and judged each epoch, on those. Rows run alone, as the guard runs a graph
+    that is not batch-invariant.
     """
     import onnx
     import onnxruntime as ort
@@ -455,8 +454,8 @@ def _fit_head(model, base: Path, encoder: Encoder, rows: Sequence[Row], y: np.nd
     graph where ``init`` is one (:func:`graph_pooled`), else by torch; each epoch is then a pass of
     small matrix products. The rows of the other outputs get no gradient and no weight decay, so
     they stay exactly as ``init`` had them. The refitted rows are pulled towards their start
-    (``head_l2``): unpulled, they grew to ten times v3.5's norm, ranked the categories a little better
-    and cost the policy's decision 2 points of recall on calib through the int8 graph (0.766 vs 0.789).
+    (``head_l2``): v3.5's category rows left free ranked a little better and cost the policy's decision
+    2 points of recall on calib (0.771 vs 0.789; benchmarks/results/model_v3_6/calibration_v36g.json).
     """
     import torch
 
@@ -546,7 +545,7 @@ def train(splits: dict[str, list[Row]], cfg: TrainConfig) -> dict:
 
     with _timed(cfg, "tokenize"):
         encoder = Encoder(base / "tokenizer.json", cfg.max_length, Conversation(**CONVERSATION))
-        encs = encode_rows(encoder, train_rows)
+        encs = None if cfg.only else encode_rows(encoder, train_rows)  # --only: the features are computed once
         y, mask = map(np.array, zip(*(targets(r) for r in train_rows)))
 
     for k, (path, groups) in enumerate(cfg.teachers):
